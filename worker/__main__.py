@@ -1,0 +1,7 @@
+"""`python -m worker` is the same as the `execworker` console script."""
+
+import sys
+
+from worker.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `execworker` command line: one module per verb, wired up in `main`."""

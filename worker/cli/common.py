@@ -1,0 +1,53 @@
+"""What every verb shares: the broker and topics options, and turning config errors into exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from worker.io.kafka import BOOTSTRAP_ENV, KafkaConfig, bootstrap_from_env
+from worker.io.topics import TopicsConfigError, TopicsFile, load_topics
+
+
+class UsageError(Exception):
+    """Bad flags or config: the message says what to fix; the process exits with status 2."""
+
+
+def add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        help=f"Kafka bootstrap servers (default: ${BOOTSTRAP_ENV}, else 127.0.0.1:9092)",
+    )
+    parser.add_argument(
+        "--topics", type=Path, default=Path("topics.yaml"), help="topics file (default: topics.yaml)"
+    )
+
+
+def kafka_from(args: argparse.Namespace) -> KafkaConfig:
+    return KafkaConfig(bootstrap_from_env(args.bootstrap_servers))
+
+
+def topics_from(args: argparse.Namespace) -> TopicsFile:
+    try:
+        return load_topics(args.topics)
+    except TopicsConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def resolve_topic(topics: TopicsFile, name_or_role: str) -> str:
+    """Accepts a topic name (`decisions.v1`) or its role in topics.yaml (`decisions`)."""
+    if name_or_role in topics.topics:
+        return topics.topics[name_or_role].name
+    return name_or_role
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiokafka logs every rebalance step and connection at INFO; keep our own lines readable.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,0 +1,45 @@
+"""`execworker` / `python -m worker`: parse the verb, run it, map failures to exit codes.
+
+Exit codes: 0 success, 1 the verb ran and found a problem, 2 bad flags or config (the message
+says what to fix), 3 the broker is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from worker import __version__
+from worker.cli import produce_cmd, run_cmd, tail_cmd, topics_cmd, verify_cmd
+from worker.cli.common import UsageError, setup_logging
+from worker.io.kafka import BrokerUnreachable, UnknownTopic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="execworker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"execworker {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for module in (topics_cmd, run_cmd, produce_cmd, tail_cmd, verify_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(asyncio.run(args.handler(args)))
+    except UsageError as exc:
+        print(f"execworker: error: {exc}", file=sys.stderr)
+        return 2
+    except UnknownTopic as exc:
+        print(f"execworker: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnreachable as exc:
+        print(f"execworker: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130

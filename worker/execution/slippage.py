@@ -1,0 +1,20 @@
+"""Slippage arithmetic in Decimal: signed so that a positive number is always adverse."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from worker.contract.enums import Side
+
+_BPS = Decimal(10_000)
+# Four decimal places of a basis point: far below any venue's tick, and a fixed exponent keeps
+# the serialised value canonical.
+_SLIPPAGE_QUANTUM = Decimal("0.0001")
+
+
+def slippage_bps(side: Side, px_intent: Decimal | None, px_fill: Decimal | None) -> Decimal | None:
+    """Fill price against intended price in bps; positive = worse for us (BUY higher, SELL lower)."""
+    if px_intent is None or px_fill is None:
+        return None
+    signed = (px_fill - px_intent) if side is Side.BUY else (px_intent - px_fill)
+    return (signed / px_intent * _BPS).quantize(_SLIPPAGE_QUANTUM)

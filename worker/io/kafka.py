@@ -1,0 +1,110 @@
+"""Kafka client construction and the checks that make a missing broker fail fast and clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def bootstrap_from_env(explicit: str | None = None) -> str:
+    """--bootstrap-servers, else $KAFKA_BOOTSTRAP_SERVERS, else the local `ops/kafka` broker."""
+    return explicit or os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+
+
+class BrokerUnreachable(RuntimeError):
+    def __init__(self, bootstrap: str, timeout_s: float, cause: str) -> None:
+        super().__init__(
+            f"no Kafka broker answers at {bootstrap} (waited {timeout_s:.0f}s: {cause}). "
+            f"Start the local one with `ops/kafka up`, or point {BOOTSTRAP_ENV} at your cluster."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    client_id: str = "execworker"
+    # Seconds to wait for a broker at start-up before giving up with a clear message.
+    connect_timeout_s: float = 15.0
+
+    def admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin"
+        )
+
+    def consumer(self, *topics: str, **options: object) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def producer(self, **options: object) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            **options,  # type: ignore[arg-type]
+        )
+
+    async def check_reachable(self) -> None:
+        """Raises `BrokerUnreachable` unless a broker answers a metadata request in time."""
+        admin = self.admin()
+        try:
+            await asyncio.wait_for(admin.start(), timeout=self.connect_timeout_s)
+            await asyncio.wait_for(admin.describe_cluster(), timeout=self.connect_timeout_s)
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            raise BrokerUnreachable(self.bootstrap_servers, self.connect_timeout_s, str(exc)) from None
+        except TimeoutError:
+            raise BrokerUnreachable(self.bootstrap_servers, self.connect_timeout_s, "timed out") from None
+        finally:
+            await admin.close()
+
+
+class UnknownTopic(RuntimeError):
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic} does not exist; create it with `execworker topics apply`")
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic`, after fetching fresh metadata; `UnknownTopic` if it is absent."""
+    # consumer.partitions_for_topic() only knows topics the consumer already tracks; ask the
+    # cluster directly (aiokafka exposes no public async equivalent on the consumer).
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
+    if not partitions:
+        raise UnknownTopic(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def read_committed_topic(config: KafkaConfig, topic: str) -> list[bytes]:
+    """Every committed value of `topic` up to its current end, partition by partition."""
+    consumer = config.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[bytes] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    tp = TopicPartition(record.topic, record.partition)
+                    if record.offset < ends[tp] and record.value is not None:
+                        values.append(record.value)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return values
+    finally:
+        await consumer.stop()

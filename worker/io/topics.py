@@ -1,0 +1,148 @@
+"""`topics.yaml`: load it, check it, and make the cluster match it (create missing, report drift)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Roles whose partition counts must agree: exec-events go to the partition number of their input.
+CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
+REQUIRED_ROLES = ("decisions", "signals", "exec_events", "dlq")
+
+
+class WireFormat(StrEnum):
+    JSON = "json"
+    AVRO = "avro"
+
+
+class TopicSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    partitions: int = Field(ge=1, le=10_000)
+    format: WireFormat = WireFormat.JSON
+    value_schema: str
+    replication_factor: int | None = Field(default=None, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class TopicDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class TopicsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: TopicDefaults = Field(default_factory=TopicDefaults)
+    topics: dict[str, TopicSpec]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopicsFile:
+        missing = [role for role in REQUIRED_ROLES if role not in self.topics]
+        if missing:
+            raise ValueError(f"missing topic roles: {', '.join(missing)}")
+        counts = {self.topics[r].partitions for r in CO_PARTITIONED_ROLES if r in self.topics}
+        if len(counts) > 1:
+            raise ValueError(
+                "decisions, signals and exec_events must have the same number of partitions "
+                "(exec-events are written to the partition number of their input)"
+            )
+        return self
+
+    def role(self, role: str) -> TopicSpec:
+        return self.topics[role]
+
+    def replication_for(self, spec: TopicSpec) -> int:
+        return spec.replication_factor or self.defaults.replication_factor
+
+
+class TopicsConfigError(ValueError):
+    pass
+
+
+def load_topics(path: Path) -> TopicsFile:
+    """Reads and checks topics.yaml; raises `TopicsConfigError` saying what to fix."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TopicsConfigError(f"{path}: no such file (pass --topics PATH)") from None
+    except yaml.YAMLError as exc:
+        raise TopicsConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return TopicsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise TopicsConfigError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    name: str
+    action: str  # "created", "ok", "drift"
+    details: tuple[str, ...] = ()
+
+
+async def apply_topics(
+    admin: AIOKafkaAdminClient, topics: TopicsFile, replication_override: int | None = None
+) -> list[TopicReport]:
+    """Creates missing topics; for existing ones reports any difference, never alters them."""
+    existing = set(await admin.list_topics())
+    reports: list[TopicReport] = []
+    to_create: list[NewTopic] = []
+    for spec in sorted(topics.topics.values(), key=lambda s: s.name):
+        if spec.name not in existing:
+            to_create.append(
+                NewTopic(
+                    spec.name,
+                    spec.partitions,
+                    replication_override or topics.replication_for(spec),
+                    topic_configs=dict(spec.config),
+                )
+            )
+            reports.append(TopicReport(spec.name, "created"))
+        else:
+            details = await _drift(admin, spec)
+            reports.append(TopicReport(spec.name, "drift" if details else "ok", tuple(details)))
+    if to_create:
+        response = await admin.create_topics(to_create)
+        for name, code, *rest in response.topic_errors:
+            # 36 = TOPIC_ALREADY_EXISTS: another process created it in between; that is fine.
+            if code not in (0, 36):
+                message = rest[0] if rest else ""
+                raise TopicsConfigError(f"creating {name} failed: error {code} {message}")
+    return reports
+
+
+async def _drift(admin: AIOKafkaAdminClient, spec: TopicSpec) -> list[str]:
+    details: list[str] = []
+    described = await admin.describe_topics([spec.name])
+    partitions = len(described[0]["partitions"])
+    if partitions != spec.partitions:
+        details.append(f"partitions: cluster has {partitions}, topics.yaml says {spec.partitions}")
+    if spec.config:
+        actual = await _topic_config(admin, spec.name)
+        for key, wanted in sorted(spec.config.items()):
+            have = actual.get(key)
+            if have != wanted:
+                details.append(f"{key}: cluster has {have!r}, topics.yaml says {wanted!r}")
+    return details
+
+
+async def _topic_config(admin: AIOKafkaAdminClient, name: str) -> Mapping[str, str]:
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    result: dict[str, str] = {}
+    for response in responses:
+        obj: dict[str, Any] = response.to_object()
+        for resource in obj["resources"]:
+            for entry in resource["config_entries"]:
+                result[entry["config_names"]] = entry["config_value"]
+    return result

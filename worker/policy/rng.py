@@ -1,0 +1,26 @@
+"""Seeded randomness, derived per key so that results do not depend on processing order.
+
+A single shared stream would make a result depend on which messages were processed before it,
+and so on partitioning and worker count. Deriving a generator from (seed, key) makes the draw for
+an order a function of the order alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+
+class Rng:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def for_key(self, key: str) -> random.Random:
+        """A generator private to `key`: the same (seed, key) always yields the same draws."""
+        digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def unit(self, key: str) -> float:
+        """One uniform draw in [0, 1) for `key`, without building a generator."""
+        digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64

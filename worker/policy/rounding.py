@@ -1,0 +1,80 @@
+"""Aligning an order to the venue grid with Decimal arithmetic, before an id is derived.
+
+Default rule (configurable): a BUY price rounds down to the tick and a SELL price up, so the
+rounded price is never worse for us than the intent; quantity rounds down to the step, so we
+never trade more than asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from enum import StrEnum
+
+from worker.contract.enums import Side
+
+
+class PriceRounding(StrEnum):
+    PASSIVE = "passive"  # BUY down, SELL up: never pay more / sell for less than intended
+    AGGRESSIVE = "aggressive"  # BUY up, SELL down: more likely to fill
+    NEAREST = "nearest"  # half-up to the nearest tick
+
+
+@dataclass(frozen=True, slots=True)
+class Rounded:
+    qty: Decimal
+    px: Decimal | None
+    rounding_applied: bool
+    rounding_diff: Decimal  # px - px_intent (0 when there is no price)
+
+
+class RoundingError(ValueError):
+    """The order cannot be placed on the grid (too small after rounding, below min notional)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def round_to_step(value: Decimal, step: Decimal, *, up: bool) -> Decimal:
+    """`value` moved onto the grid `k * step`, up or down; exact in Decimal."""
+    units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return (units * step).quantize(step) if step.as_tuple().exponent < 0 else units * step
+
+
+def round_nearest(value: Decimal, step: Decimal) -> Decimal:
+    units = (value / step + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
+    return (units * step).quantize(step) if step.as_tuple().exponent < 0 else units * step
+
+
+def align_order(
+    side: Side,
+    qty: Decimal,
+    px: Decimal | None,
+    tick_size: Decimal,
+    step_size: Decimal,
+    min_notional: Decimal,
+    rule: PriceRounding = PriceRounding.PASSIVE,
+) -> Rounded:
+    """Rounds price and quantity to the venue grid and checks the minimum notional."""
+    qty_rounded = round_to_step(qty, step_size, up=False)
+    if qty_rounded <= 0:
+        raise RoundingError("qty_below_step", f"qty {qty} rounds to 0 at step {step_size}")
+    px_rounded: Decimal | None = None
+    if px is not None:
+        if rule is PriceRounding.NEAREST:
+            px_rounded = round_nearest(px, tick_size)
+        else:
+            round_up = (side is Side.SELL) == (rule is PriceRounding.PASSIVE)
+            px_rounded = round_to_step(px, tick_size, up=round_up)
+        if px_rounded <= 0:
+            raise RoundingError("px_below_tick", f"px {px} rounds to 0 at tick {tick_size}")
+        notional = px_rounded * qty_rounded
+        if notional < min_notional:
+            raise RoundingError(
+                "min_notional", f"notional {notional} is below the venue minimum {min_notional}"
+            )
+    applied = qty_rounded != qty or (px is not None and px_rounded != px)
+    diff = (px_rounded - px) if (px is not None and px_rounded is not None) else Decimal(0)
+    return Rounded(qty=qty_rounded, px=px_rounded, rounding_applied=applied, rounding_diff=diff)

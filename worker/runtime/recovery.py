@@ -1,0 +1,85 @@
+"""Rebuilding a partition's state from its own exec-events, and catching the outbox up.
+
+On every assignment the owner of partition p reads `exec-events` partition p (read_committed)
+from the beginning: the fold of those events is the order state, and every event at or after
+the outbox's mark for p is (re-)published to `ready/`. The outbox deduplicates by event id, so
+this is safe whether the previous owner died before, during or after publishing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+
+from worker.contract.events import ExecEvent
+from worker.contract.state_machine import IllegalTransition
+from worker.execution.order_state import OrderBook
+from worker.io.kafka import KafkaConfig
+from worker.io.outbox import Outbox, OutboxLine
+
+log = logging.getLogger(__name__)
+
+# Events read per fetch while rebuilding, and outbox lines published per chunk: large enough to
+# amortise round trips and file rewrites, small enough to keep memory flat on long histories.
+_REBUILD_FETCH = 10_000
+
+
+@dataclass
+class RebuiltPartition:
+    book: OrderBook
+    events_read: int
+    republished: int
+    # Highest input offset per topic seen in committed events: a lower bound for the position.
+    source_high: dict[str, int]
+
+
+async def rebuild_partitions(
+    kafka: KafkaConfig, exec_topic: str, partitions: list[int], outbox: Outbox
+) -> dict[int, RebuiltPartition]:
+    consumer = kafka.consumer(
+        group_id=None,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(exec_topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        result = {tp.partition: RebuiltPartition(OrderBook(), 0, 0, {}) for tp in tps}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=_REBUILD_FETCH)
+            for tp, records in batches.items():
+                state = result[tp.partition]
+                mark = outbox.mark(exec_topic, tp.partition)
+                lines: list[OutboxLine] = []
+                for record in records:
+                    if record.offset >= ends[tp] or record.value is None:
+                        continue
+                    event = ExecEvent.model_validate_json(record.value)
+                    try:
+                        state.book.apply(event)
+                    except IllegalTransition as exc:
+                        log.error("exec-events %s history: %s; event %s skipped", tp, exc, event.event_id)
+                    state.events_read += 1
+                    previous = state.source_high.get(event.source.topic, -1)
+                    state.source_high[event.source.topic] = max(previous, event.source.offset)
+                    if record.offset >= mark:
+                        lines.append(
+                            OutboxLine(event.symbol, event.event_ts_ms, event.event_id, record.value)
+                        )
+                state.republished += outbox.publish(lines)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        for tp in tps:
+            result[tp.partition].book.commit()
+            outbox.set_mark(exec_topic, tp.partition, ends[tp])
+        return result
+    finally:
+        await consumer.stop()

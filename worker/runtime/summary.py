@@ -1,0 +1,72 @@
+"""What one run did, for the operator: counts by status and reason, latency percentiles."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from worker.contract.events import ExecEvent
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * fraction // 1))  # ceil(n * fraction), at least 1
+    return sorted_values[int(rank) - 1]
+
+
+@dataclass
+class RunSummary:
+    consumed: int = 0
+    events: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    dlq: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[int] = field(default_factory=list)
+    transactions: int = 0
+    aborted: int = 0
+    outbox_lines: int = 0
+
+    def add_events(self, events: list[ExecEvent]) -> None:
+        self.events += len(events)
+        for event in events:
+            self.by_status[event.status.value] += 1
+            if event.reason:
+                self.by_reason[f"{event.status.value}:{event.reason}"] += 1
+            if event.latency_ms is not None:
+                self.latencies_ms.append(event.latency_ms)
+
+    def render(self, elapsed_s: float, outbox_root: str, metrics_url: str | None) -> str:
+        latencies = sorted(self.latencies_ms)
+        rate = self.consumed / elapsed_s if elapsed_s > 0 else 0.0
+        lines = [
+            "execworker run summary",
+            f"  input messages     {self.consumed:>8}   ({rate:,.0f} msg/s over {elapsed_s:.1f} s)",
+            f"  exec-events        {self.events:>8}   in {self.transactions} transactions"
+            f" ({self.aborted} aborted)",
+        ]
+        for status, count in sorted(self.by_status.items()):
+            lines.append(f"    {status:<16} {count:>8}")
+        if self.by_reason:
+            lines.append("  reasons")
+            for reason, count in sorted(self.by_reason.items()):
+                lines.append(f"    {reason:<32} {count:>6}")
+        if self.dropped:
+            lines.append("  commands with no event (idempotent drops)")
+            for reason, count in sorted(self.dropped.items()):
+                lines.append(f"    {reason:<32} {count:>6}")
+        dlq_total = sum(self.dlq.values())
+        lines.append(f"  dead-lettered      {dlq_total:>8}")
+        for reason, count in sorted(self.dlq.items()):
+            lines.append(f"    {reason:<16} {count:>8}")
+        p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+        lines.append(
+            f"  ack latency (ms)   p50 {p50 if p50 is not None else '-'}"
+            f"  p95 {p95 if p95 is not None else '-'}  over {len(latencies)} orders"
+        )
+        lines.append(f"  outbox             {outbox_root}/ready/exec_events/ (+{self.outbox_lines} lines)")
+        if metrics_url:
+            lines.append(f"  metrics            {metrics_url} (while running)")
+        return "\n".join(lines)

@@ -1,0 +1,326 @@
+"""The consume -> execute -> produce loop, one Kafka transaction per partition batch.
+
+Per input partition number p the worker owns:
+  * a transactional producer with id `{prefix}-p{p}` (started on assignment, which fences any
+    previous owner and completes or aborts its open transaction before we read offsets);
+  * the partition's `OrderBook`, rebuilt from `exec-events` partition p;
+  * the outbox mark for exec-events partition p.
+
+A batch of p is: decode -> engine -> [begin txn; send exec-events to partition p and DLQ records;
+send the input offsets; commit] -> fold the staged state -> publish to the outbox. If anything
+before the commit fails, the transaction is aborted, the staged state dropped and the consumer
+rewound to the committed offsets, so the batch is processed again from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord
+
+from worker.codec.errors import DecodeError, ErrorClass
+from worker.codec.json_codec import decode_json, encode_json
+from worker.contract.events import DlqRecord, ExecEvent
+from worker.contract.messages import Decision
+from worker.contract.orders import SourceRef
+from worker.execution.engine import ExecutionEngine
+from worker.execution.order_state import OrderBook
+from worker.io.kafka import KafkaConfig
+from worker.io.outbox import Outbox, OutboxLine
+from worker.io.topics import TopicsFile
+from worker.runtime.dlq import dlq_record
+from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.recovery import rebuild_partitions
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+@dataclass
+class PartitionOwner:
+    partition: int
+    producer: AIOKafkaProducer
+    book: OrderBook
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ExecWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._worker.release({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._worker.acquire(sorted({tp.partition for tp in assigned}))
+
+
+class ExecWorker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        topics: TopicsFile,
+        engine: ExecutionEngine,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kafka = KafkaConfig(settings.bootstrap_servers)
+        self.engine = engine
+        self.metrics = metrics or WorkerMetrics()
+        self.summary = RunSummary()
+        self.outbox = Outbox(settings.outbox_dir)
+        self.input_topics = [topics.role("decisions").name]
+        self.exec_topic = topics.role("exec_events").name
+        self.dlq_topic = topics.role("dlq").name
+        self.dlq_partitions = topics.role("dlq").partitions
+        self._owners: dict[int, PartitionOwner] = {}
+        # Held while a batch is processed and while partitions change hands, so that a revoke
+        # waits for the in-flight transaction to finish instead of racing it.
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        await self.kafka.check_reachable()
+        self.outbox.remove_stale_parts()
+        consumer = self.kafka.consumer(
+            group_id=self.settings.group_id,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Range assignment gives one member partition p of every input topic together,
+            # which co-partitioning with exec-events requires.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=self.settings.max_batch,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        consumer.subscribe(self.input_topics, listener=_Rebalance(self))
+        try:
+            while not self._stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_batch
+                )
+                if batches:
+                    await self._process(batches)
+                elif self.settings.until_drained and await self._drained(consumer):
+                    break
+        finally:
+            await consumer.stop()  # leaves the group; the revoke callback closes our producers
+            await self.release(set(self._owners))
+            await self.engine.executor.flush()
+            await self.engine.executor.close()
+        return self.summary
+
+    async def acquire(self, partitions: list[int]) -> None:
+        """Takes ownership of partitions: fence the old owner, rebuild state, seek."""
+        async with self._lock:
+            new = [p for p in partitions if p not in self._owners]
+            producers: dict[int, AIOKafkaProducer] = {}
+            for p in new:
+                producer = self.kafka.producer(
+                    transactional_id=f"{self.settings.transactional_prefix}-p{p}",
+                    enable_idempotence=True,
+                    transaction_timeout_ms=self.settings.transaction_timeout_ms,
+                    linger_ms=5,
+                )
+                # init_transactions: bumps the epoch (fencing a zombie) and waits until the
+                # previous owner's open transaction is committed or aborted.
+                await producer.start()
+                producers[p] = producer
+            rebuilt = await rebuild_partitions(self.kafka, self.exec_topic, new, self.outbox)
+            consumer = self._consumer
+            assert consumer is not None
+            for p in new:
+                state = rebuilt[p]
+                self._owners[p] = PartitionOwner(p, producers[p], state.book)
+                for topic in self.input_topics:
+                    tp = TopicPartition(topic, p)
+                    committed = await consumer.committed(tp)
+                    floor = state.source_high.get(topic, -1) + 1
+                    start = max(committed or 0, floor)
+                    if committed is not None or floor > 0:
+                        consumer.seek(tp, start)
+                log.info(
+                    "partition %d acquired: %d orders from %d events, %d outbox lines republished",
+                    p, len(state.book), state.events_read, state.republished,
+                )
+
+    async def release(self, partitions: set[int]) -> None:
+        async with self._lock:
+            for p in sorted(partitions):
+                owner = self._owners.pop(p, None)
+                if owner is not None:
+                    await owner.producer.stop()
+                    log.info("partition %d released", p)
+
+    async def _drained(self, consumer: AIOKafkaConsumer) -> bool:
+        assignment = consumer.assignment()
+        if not assignment:
+            return False
+        ends = await consumer.end_offsets(list(assignment))
+        behind = 0
+        for tp in assignment:
+            lag = max(0, ends[tp] - await consumer.position(tp))
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+            behind += lag
+        return behind == 0
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    async def _process(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        by_partition: dict[int, dict[TopicPartition, list[Record]]] = defaultdict(dict)
+        for tp, records in batches.items():
+            by_partition[tp.partition][tp] = records
+        async with self._lock:
+            # Partitions are independent (own producer, own state): commit them concurrently.
+            await asyncio.gather(
+                *(self._process_partition(p, parts) for p, parts in sorted(by_partition.items()))
+            )
+
+    async def _process_partition(
+        self, partition: int, batches: dict[TopicPartition, list[Record]]
+    ) -> None:
+        owner = self._owners.get(partition)
+        if owner is None:
+            return  # revoked while the fetch was in flight; the new owner will read it
+        events: list[ExecEvent] = []
+        dead: list[DlqRecord] = []
+        dropped: list[str] = []
+        consumed = 0
+        for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
+            for record in records:
+                consumed += 1
+                try:
+                    decision = self._decode(record)
+                except DecodeError as exc:
+                    dead.append(dlq_record(record, exc))
+                    continue
+                source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
+                result = await self.engine.handle(owner.book, decision, source)
+                events.extend(result.events)
+                if result.dropped:
+                    dropped.append(result.dropped)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        try:
+            exec_offsets = await self._commit(owner, events, dead, offsets)
+        except ProducerFenced:
+            log.error("partition %d: fenced by a newer owner; dropping it", partition)
+            owner.book.rollback()
+            self._owners.pop(partition, None)
+            self.metrics.batches.labels("fenced").inc()
+            return
+        except KafkaError as exc:
+            log.error("partition %d: transaction failed (%s); aborting and retrying", partition, exc)
+            await self._abort(owner, list(offsets))
+            return
+        owner.book.commit()
+        self._account(consumed, events, dead, dropped)
+        lines = [OutboxLine(e.symbol, e.event_ts_ms, e.event_id, payload) for e, payload in exec_offsets[0]]
+        written = await asyncio.to_thread(self.outbox.publish, lines)
+        if exec_offsets[1] is not None:
+            self.outbox.set_mark(self.exec_topic, partition, exec_offsets[1])
+        self.summary.outbox_lines += written
+        self.metrics.outbox_lines.inc(written)
+
+    def _decode(self, record: Record) -> Decision:
+        decision = decode_json(Decision, record.value, self.settings.max_message_bytes)
+        allowed = self.settings.symbols
+        if allowed is not None and decision.symbol not in allowed:
+            raise DecodeError(ErrorClass.SYMBOL, f"symbol {decision.symbol} is not in the configured list")
+        return decision
+
+    async def _commit(
+        self,
+        owner: PartitionOwner,
+        events: list[ExecEvent],
+        dead: list[DlqRecord],
+        offsets: dict[TopicPartition, int],
+    ) -> tuple[list[tuple[ExecEvent, bytes]], int | None]:
+        """One transaction: events + DLQ records + input offsets. Returns the published payloads
+        and the exec-events offset after the last one (None when there were none)."""
+        producer = owner.producer
+        payloads = [(event, encode_json(event)) for event in events]
+        await producer.begin_transaction()
+        committed = False
+        try:
+            futures = [
+                await producer.send(
+                    self.exec_topic, value=payload, key=event.symbol.encode(), partition=owner.partition
+                )
+                for event, payload in payloads
+            ]
+            for record in dead:
+                futures.append(
+                    await producer.send(
+                        self.dlq_topic,
+                        value=encode_json(record),
+                        key=record.source.topic.encode(),
+                        partition=owner.partition % self.dlq_partitions,
+                    )
+                )
+            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+            metadata = await asyncio.gather(*futures)
+            await producer.commit_transaction()
+            committed = True
+        finally:
+            if not committed:
+                await _quiet_abort(producer)
+        last_exec = None
+        if payloads:
+            last_exec = max(m.offset for m in metadata[: len(payloads)]) + 1
+        return payloads, last_exec
+
+    async def _abort(self, owner: PartitionOwner, tps: list[TopicPartition]) -> None:
+        owner.book.rollback()
+        self.summary.aborted += 1
+        self.metrics.batches.labels("aborted").inc()
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+
+    def _account(
+        self, consumed: int, events: list[ExecEvent], dead: list[DlqRecord], dropped: list[str]
+    ) -> None:
+        self.summary.consumed += consumed
+        self.summary.transactions += 1
+        self.summary.add_events(events)
+        self.metrics.batches.labels("committed").inc()
+        self.metrics.committed(events)
+        for record in dead:
+            self.summary.dlq[record.error_class] += 1
+            self.metrics.dlq.labels(record.error_class).inc()
+        for reason in dropped:
+            self.summary.dropped[reason] += 1
+            self.metrics.dropped.labels(reason).inc()
+
+
+async def _quiet_abort(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.abort_transaction()
+    except KafkaError as exc:  # a fenced or broken producer cannot abort; the broker will
+        log.warning("abort failed: %s", exc)
+
+
+def monotonic_s() -> float:
+    """Elapsed-time measurement for the summary only; never reaches an event."""
+    return time.monotonic()
