@@ -39,7 +39,7 @@ async def run_verify(args: argparse.Namespace) -> int:
     kafka = kafka_from(args)
     await kafka.check_reachable()
     topic = resolve_topic(topics_from(args), "exec_events")
-    committed = await read_committed_topic(kafka, topic)
+    committed = [record.value for record in await read_committed_topic(kafka, topic)]
 
     terminal_by_row: Counter[str] = Counter()
     terminal_by_order: Counter[str] = Counter()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.structs import ConsumerRecord
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -84,8 +85,10 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def read_committed_topic(config: KafkaConfig, topic: str) -> list[bytes]:
-    """Every committed value of `topic` up to its current end, partition by partition."""
+async def read_committed_topic(
+    config: KafkaConfig, topic: str
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` up to its current end (read_committed), by partition."""
     consumer = config.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -93,18 +96,15 @@ async def read_committed_topic(config: KafkaConfig, topic: str) -> list[bytes]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        values: list[bytes] = []
+        out: list[ConsumerRecord[bytes, bytes]] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
-            for records in batches.values():
-                for record in records:
-                    tp = TopicPartition(record.topic, record.partition)
-                    if record.offset < ends[tp] and record.value is not None:
-                        values.append(record.value)
+            for tp, records in batches.items():
+                out.extend(r for r in records if r.offset < ends[tp] and r.value is not None)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
-        return values
+        return out
     finally:
         await consumer.stop()

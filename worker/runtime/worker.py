@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -51,6 +51,9 @@ class PartitionOwner:
     partition: int
     producer: AIOKafkaProducer
     book: OrderBook
+    # Next input offset to process per topic-partition. Records below it were already committed;
+    # the fetcher can hand them out again around a seek, so they are skipped here, not trusted.
+    next_offset: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -147,14 +150,18 @@ class ExecWorker:
             assert consumer is not None
             for p in new:
                 state = rebuilt[p]
-                self._owners[p] = PartitionOwner(p, producers[p], state.book)
+                owner = PartitionOwner(p, producers[p], state.book)
+                self._owners[p] = owner
                 for topic in self.input_topics:
                     tp = TopicPartition(topic, p)
                     committed = await consumer.committed(tp)
                     floor = state.source_high.get(topic, -1) + 1
                     start = max(committed or 0, floor)
-                    if committed is not None or floor > 0:
+                    # Seek only when our own events prove the committed offset stale; otherwise
+                    # the group's committed offset (or the reset policy) already applies.
+                    if floor > (committed or 0):
                         consumer.seek(tp, start)
+                    owner.next_offset[tp] = start
                 log.info(
                     "partition %d acquired: %d orders from %d events, %d outbox lines republished",
                     p, len(state.book), state.events_read, state.republished,
@@ -202,6 +209,13 @@ class ExecWorker:
         dead: list[DlqRecord] = []
         dropped: list[str] = []
         consumed = 0
+        fresh_batches = {
+            tp: [r for r in records if r.offset >= owner.next_offset.get(tp, 0)]
+            for tp, records in batches.items()
+        }
+        batches = {tp: records for tp, records in fresh_batches.items() if records}
+        if not batches:
+            return
         for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
             for record in records:
                 consumed += 1
@@ -229,6 +243,7 @@ class ExecWorker:
             await self._abort(owner, list(offsets))
             return
         owner.book.commit()
+        owner.next_offset.update(offsets)
         self._account(consumed, events, dead, dropped)
         lines = [OutboxLine(e.symbol, e.event_ts_ms, e.event_id, payload) for e, payload in exec_offsets[0]]
         written = await asyncio.to_thread(self.outbox.publish, lines)
@@ -295,8 +310,10 @@ class ExecWorker:
             committed = await consumer.committed(tp)
             if committed is None:
                 await consumer.seek_to_beginning(tp)
+                owner.next_offset.pop(tp, None)
             else:
                 consumer.seek(tp, committed)
+                owner.next_offset[tp] = committed
 
     def _account(
         self, consumed: int, events: list[ExecEvent], dead: list[DlqRecord], dropped: list[str]

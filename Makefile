@@ -1,0 +1,59 @@
+# The two commands a new user needs are `make run` and `make test`; everything else is a step
+# of those or a tool for developers. Every target installs what it needs itself.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := examples/decisions.jsonl
+
+.PHONY: run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run 'make PYTHON=python3.12 ...'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+broker:
+	@ops/kafka up
+
+broker-down:
+	@ops/kafka down
+
+## run: the main job on its embedded defaults: local broker, topics, the bundled sample, the
+## worker until the input is drained, then a summary and an end-to-end check of the outcome.
+run: venv broker
+	$(BIN)/execworker topics apply
+	$(BIN)/execworker produce $(SAMPLE) --topic decisions
+	$(BIN)/execworker run --until-drained
+	@echo "end-to-end check (committed topic vs. sample vs. outbox):"
+	$(BIN)/execworker verify --decisions $(SAMPLE)
+
+## test: the whole suite (unit + real-broker tests); starts a broker if none answers and
+## stops it again afterwards.
+test: venv
+	scripts/with-broker $(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q -m unit
+
+test-broker: venv
+	scripts/with-broker $(BIN)/pytest -q -m broker
+
+lint: venv
+	$(BIN)/ruff check worker tests bench examples scripts
+	$(BIN)/ruff format --check worker tests bench examples scripts
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv
+	scripts/with-broker $(BIN)/python -m bench.run --out BENCHMARKS.md
+
+clean:
+	rm -rf var/outbox var/bench

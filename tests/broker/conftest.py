@@ -1,0 +1,54 @@
+"""Fixtures for tests against the real Kafka broker (`ops/kafka up` or $KAFKA_BOOTSTRAP_SERVERS).
+
+Every test gets its own topic names (a random suffix), consumer group and transactional ids, so
+tests never see each other's data, and its topics are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.broker.helpers import ROOT, TestTopics
+from worker.io.kafka import BrokerUnreachable, KafkaConfig, bootstrap_from_env
+from worker.io.topics import apply_topics, load_topics
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/broker/" in str(item.fspath):
+            item.add_marker(pytest.mark.broker)
+
+
+@pytest.fixture(scope="session")
+def kafka() -> KafkaConfig:
+    config = KafkaConfig(bootstrap_from_env(), connect_timeout_s=10)
+    try:
+        asyncio.run(config.check_reachable())
+    except BrokerUnreachable as exc:
+        pytest.fail(f"{exc} (`make test` starts one for you)")
+    return config
+
+
+@pytest.fixture
+async def topics(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[TestTopics]:
+    suffix = uuid.uuid4().hex[:8]
+    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
+    for spec in raw["topics"].values():
+        spec["name"] = f"{spec['name']}.{suffix}"
+    path = tmp_path / "topics.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    file = load_topics(path)
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        await apply_topics(admin, file)
+        yield TestTopics(path, file, suffix)
+        await admin.delete_topics([spec.name for spec in file.topics.values()])
+    finally:
+        await admin.close()

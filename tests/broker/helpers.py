@@ -1,0 +1,92 @@
+"""Helpers for broker tests: produce, read committed records, offsets, spawn a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.io.kafka import KafkaConfig, read_committed_topic, topic_partitions
+from worker.io.topics import TopicsFile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TestTopics:
+    __test__ = False  # a fixture value, not a test class
+
+    path: Path
+    file: TopicsFile
+    suffix: str
+
+    def name(self, role: str) -> str:
+        return self.file.role(role).name
+
+
+async def produce(kafka: KafkaConfig, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> None:
+    producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_records(kafka: KafkaConfig, topic: str) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every committed record."""
+    return [(r.partition, r.offset, r.value) for r in await read_committed_topic(kafka, topic)]
+
+
+async def committed_offsets(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int | None]:
+    consumer = kafka.consumer(group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        return {tp.partition: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
+    consumer = kafka.consumer(group_id=None)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: ends[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60, what: str = "") -> None:
+    """Polls `check` until it is true; fails after `timeout_s`. For conditions with no event."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or check}")
+        await asyncio.sleep(0.2)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker", *args]
+
+
+def spawn_worker(topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cli(
+            "run", "--bootstrap-servers", kafka.bootstrap_servers, "--topics", str(topics.path),
+            "--group", group, "--outbox", str(outbox), "--metrics-port", "0", *extra,
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
