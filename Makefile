@@ -53,7 +53,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 bench: venv
-	scripts/with-broker $(BIN)/python -m bench.run --out BENCHMARKS.md
+	scripts/with-broker $(BIN)/python -m bench.run
 
 clean:
 	rm -rf var/outbox var/bench

@@ -79,11 +79,23 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker", *args]
 
 
-def spawn_worker(topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         cli(
-            "run", "--bootstrap-servers", kafka.bootstrap_servers, "--topics", str(topics.path),
-            "--group", group, "--outbox", str(outbox), "--metrics-port", "0", *extra,
+            "run",
+            "--bootstrap-servers",
+            kafka.bootstrap_servers,
+            "--topics",
+            str(topics.path),
+            "--group",
+            group,
+            "--outbox",
+            str(outbox),
+            "--metrics-port",
+            "0",
+            *extra,
         ),
         cwd=ROOT,
         stdout=subprocess.PIPE,

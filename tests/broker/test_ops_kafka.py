@@ -25,7 +25,11 @@ def free_port_pair() -> int:
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
-    env = {**os.environ, "EXECWORKER_KAFKA_PORT": str(free_port_pair()), "EXECWORKER_KAFKA_HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "EXECWORKER_KAFKA_PORT": str(free_port_pair()),
+        "EXECWORKER_KAFKA_HOME": str(tmp_path),
+    }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
     def ops(verb: str) -> subprocess.CompletedProcess[str]:

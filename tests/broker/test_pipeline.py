@@ -75,7 +75,8 @@ async def test_every_decision_gets_one_event_and_bad_input_lands_in_the_dlq(
     dlq = [orjson.loads(value) for _, _, value in await read_records(kafka, topics.name("dlq"))]
     assert len(dlq) == len(BAD_DECISIONS)
     originals = Counter(
-        (base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None, r["error_class"]) for r in dlq
+        (base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None, r["error_class"])
+        for r in dlq
     )
     assert originals == Counter((raw, cls) for _, raw, cls in BAD_DECISIONS)
     assert all(r["reason"] and r["source"]["topic"] == topics.name("decisions") for r in dlq)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import uuid
@@ -39,7 +38,9 @@ async def event_count(kafka: KafkaConfig, topics: TestTopics) -> int:
     return len(await read_records(kafka, topics.name("exec_events")))
 
 
-async def assert_exactly_once(kafka: KafkaConfig, topics: TestTopics, values: list[bytes], outbox: Path) -> None:
+async def assert_exactly_once(
+    kafka: KafkaConfig, topics: TestTopics, values: list[bytes], outbox: Path
+) -> None:
     events = await read_records(kafka, topics.name("exec_events"))
     terminal = Counter()
     for _, _, value in events:
@@ -72,7 +73,7 @@ async def test_kill_9_mid_run_loses_and_duplicates_nothing(
             kills += 1
         assert worker.returncode == -signal.SIGKILL
     final = spawn_worker(topics, kafka, group, outbox, "--until-drained")
-    out, err = final.communicate(timeout=180)
+    _, err = final.communicate(timeout=180)
     assert final.returncode == 0, err.decode()[-2000:]
     assert kills == 2
     await assert_exactly_once(kafka, topics, values, outbox)
@@ -103,7 +104,9 @@ async def test_sigterm_drains_commits_and_exits_cleanly(
 def test_run_fails_fast_when_no_broker_answers(tmp_path: Path) -> None:
     result = subprocess.run(
         cli("run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0", "--outbox", str(tmp_path)),
-        cwd=ROOT, capture_output=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
     )
     assert result.returncode == 3
     assert b"no Kafka broker answers at 127.0.0.1:1" in result.stderr
@@ -113,7 +116,9 @@ def test_run_fails_fast_when_no_broker_answers(tmp_path: Path) -> None:
 def test_bad_flags_fail_with_a_message_that_says_what_to_fix(tmp_path: Path) -> None:
     result = subprocess.run(
         cli("run", "--executor", "nonsense", "--topics", str(tmp_path / "missing.yaml")),
-        cwd=ROOT, capture_output=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert b"--executor nonsense" in result.stderr
@@ -122,8 +127,18 @@ def test_bad_flags_fail_with_a_message_that_says_what_to_fix(tmp_path: Path) -> 
 async def test_topics_apply_is_idempotent_and_reports_drift(kafka: KafkaConfig, topics: TestTopics) -> None:
     def apply(*extra: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            cli("topics", "apply", "--bootstrap-servers", kafka.bootstrap_servers, "--topics", str(topics.path), *extra),
-            cwd=ROOT, capture_output=True, timeout=60,
+            cli(
+                "topics",
+                "apply",
+                "--bootstrap-servers",
+                kafka.bootstrap_servers,
+                "--topics",
+                str(topics.path),
+                *extra,
+            ),
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
         )
 
     first = apply()

@@ -90,9 +90,15 @@ async def test_low_consistency_sampling_is_deterministic_and_proportional() -> N
 
 
 async def test_identical_input_gives_identical_bytes_across_engines() -> None:
-    a = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(OrderBook(), decode_json(Decision, decision_bytes()), SOURCE)
-    b = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(OrderBook(), decode_json(Decision, decision_bytes()), SOURCE)
-    c = await ExecutionEngine(BacktestExecutor(Rng(6))).handle(OrderBook(), decode_json(Decision, decision_bytes()), SOURCE)
+    a = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(
+        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    )
+    b = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(
+        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    )
+    c = await ExecutionEngine(BacktestExecutor(Rng(6))).handle(
+        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    )
     assert encode_json(a.events[0]) == encode_json(b.events[0])
     assert a.events[0].latency_ms is not None
     # A different seed may change only the simulated latency.
@@ -106,7 +112,28 @@ async def test_cancel_of_an_unknown_or_filled_order_changes_nothing() -> None:
     (filled,) = (await handle(book)).events
     book.commit()
     unknown = await handle(book, action="CANCEL", target_client_order_id="ew-unknown", signal_row_id="c1")
-    done = await handle(book, action="CANCEL", target_client_order_id=filled.client_order_id, signal_row_id="c2")
+    done = await handle(
+        book, action="CANCEL", target_client_order_id=filled.client_order_id, signal_row_id="c2"
+    )
     assert unknown.dropped == "unknown_target" and done.dropped == "target_terminal"
     record = book.get(filled.client_order_id)
     assert record is not None and record.status is OrderStatus.FILLED
+
+
+async def test_every_event_of_the_sample_is_valid_against_the_contract() -> None:
+    # The engine builds events without re-validation (model_construct); prove that is safe.
+    import orjson
+
+    from examples.gen_decisions import decisions
+    from worker.contract.events import ExecEvent
+
+    book, statuses = OrderBook(), set()
+    for offset, raw in enumerate(decisions(1500, seed=3)):
+        source = SourceRef(topic="decisions.v1", partition=0, offset=offset)
+        result = await engine().handle(book, decode_json(Decision, orjson.dumps(raw)), source)
+        for event in result.events:
+            wire = encode_json(event)
+            assert ExecEvent.model_validate_json(wire) == event
+            assert encode_json(ExecEvent.model_validate_json(wire)) == wire
+            statuses.add(event.status)
+    assert {OrderStatus.FILLED, OrderStatus.DENIED, OrderStatus.THROTTLED, OrderStatus.REJECTED} <= statuses

@@ -14,7 +14,11 @@ def test_the_shipped_topics_file_is_valid() -> None:
 
 
 def test_mismatched_co_partitioned_topics_are_refused(tmp_path: Path) -> None:
-    text = (ROOT / "topics.yaml").read_text().replace("name: exec-events.v1\n    partitions: 6", "name: exec-events.v1\n    partitions: 3")
+    text = (
+        (ROOT / "topics.yaml")
+        .read_text()
+        .replace("name: exec-events.v1\n    partitions: 6", "name: exec-events.v1\n    partitions: 3")
+    )
     path = tmp_path / "topics.yaml"
     path.write_text(text)
     with pytest.raises(TopicsConfigError, match="same number of partitions"):

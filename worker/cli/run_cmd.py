@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -38,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--symbols", help="comma-separated allow-list; other symbols go to the DLQ")
     run.add_argument("--until-drained", action="store_true", help="exit once all input is processed")
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
+    run.add_argument(
+        "--metrics-host",
+        default=os.environ.get("EXECWORKER_METRICS_HOST", "127.0.0.1"),
+        help="address the metrics endpoint binds (default: $EXECWORKER_METRICS_HOST, else 127.0.0.1)",
+    )
     run.set_defaults(handler=run_worker)
 
 
@@ -64,6 +70,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             symbols=symbols,
             until_drained=args.until_drained,
             metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
         )
     except ValidationError as exc:
         raise UsageError(f"invalid option: {exc}") from None

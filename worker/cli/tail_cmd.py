@@ -22,9 +22,7 @@ async def run_tail(args: argparse.Namespace) -> int:
     topic = resolve_topic(topics_from(args), args.topic)
     kafka = kafka_from(args)
     await kafka.check_reachable()
-    consumer = kafka.consumer(
-        group_id=None, isolation_level="read_committed", enable_auto_commit=False
-    )
+    consumer = kafka.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, topic)

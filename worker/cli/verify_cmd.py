@@ -60,13 +60,20 @@ async def run_verify(args: argparse.Namespace) -> int:
     parts = outbox.leftover_parts()
 
     checks = [
-        (not missing, f"{len(expected) - len(missing)}/{len(expected)} decisions have a terminal exec-event"
-                      + (f" (missing e.g. {missing[0]})" if missing else "")),
-        (not doubled_rows and not doubled_orders,
-         f"no decision or client_order_id has two terminal events ({len(doubled_orders)} doubled)"),
-        (only_topic == 0 and only_outbox == 0,
-         f"outbox ready/ holds exactly the {len(committed)} committed events "
-         f"({only_topic} missing, {only_outbox} extra)"),
+        (
+            not missing,
+            f"{len(expected) - len(missing)}/{len(expected)} decisions have a terminal exec-event"
+            + (f" (missing e.g. {missing[0]})" if missing else ""),
+        ),
+        (
+            not doubled_rows and not doubled_orders,
+            f"no decision or client_order_id has two terminal events ({len(doubled_orders)} doubled)",
+        ),
+        (
+            only_topic == 0 and only_outbox == 0,
+            f"outbox ready/ holds exactly the {len(committed)} committed events "
+            f"({only_topic} missing, {only_outbox} extra)",
+        ),
         (not parts, f"no .part file left in the spool ({len(parts)} found)"),
     ]
     for ok, text in checks:

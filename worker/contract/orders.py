@@ -102,4 +102,3 @@ class AmendResult(BaseModel):
     px: PositiveDecimal | None = None
     qty: PositiveDecimal | None = None
     ack_ts_ms: int | None = None
-

@@ -18,9 +18,7 @@ S = OrderStatus
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PENDING_NEW: frozenset({S.SUBMITTED, S.DENIED, S.THROTTLED}),
-    S.SUBMITTED: frozenset(
-        {S.ACCEPTED, S.REJECTED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED, S.CANCELED}
-    ),
+    S.SUBMITTED: frozenset({S.ACCEPTED, S.REJECTED, S.PARTIALLY_FILLED, S.FILLED, S.EXPIRED, S.CANCELED}),
     S.ACCEPTED: frozenset(
         {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.PENDING_AMEND, S.CANCELED, S.EXPIRED}
     ),
@@ -28,9 +26,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
         {S.PARTIALLY_FILLED, S.FILLED, S.PENDING_CANCEL, S.PENDING_AMEND, S.CANCELED, S.EXPIRED}
     ),
     # In flight: the venue may still fill the order before it handles the request.
-    S.PENDING_CANCEL: frozenset(
-        {S.CANCELED, S.PARTIALLY_FILLED, S.FILLED, S.ACCEPTED, S.EXPIRED}
-    ),
+    S.PENDING_CANCEL: frozenset({S.CANCELED, S.PARTIALLY_FILLED, S.FILLED, S.ACCEPTED, S.EXPIRED}),
     S.PENDING_AMEND: frozenset(
         {S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}
     ),

@@ -51,9 +51,7 @@ class ExecutionEngine:
             return await self._new_order(book, decision, source)
         return await self._change_order(book, decision)
 
-    async def _new_order(
-        self, book: OrderBook, decision: Decision, source: SourceRef
-    ) -> CommandResult:
+    async def _new_order(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
         try:
             rounded = align_order(
                 decision.side,
@@ -72,9 +70,7 @@ class ExecutionEngine:
                 return CommandResult(dropped="duplicate")
             return self._emit(book, self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason))
 
-        coid = client_order_id(
-            decision.signal_row_id, decision.ts_ms, decision.side, rounded.qty, rounded.px
-        )
+        coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, rounded.qty, rounded.px)
         if book.get(coid) is not None:
             return CommandResult(dropped="duplicate")
 
@@ -118,19 +114,28 @@ class ExecutionEngine:
             return CommandResult(dropped="unknown_target")
         if is_terminal(record.status):
             return CommandResult(dropped="target_terminal")
+        update: dict[str, object]
         if decision.action is Action.CANCEL:
             cancel = await self.executor.cancel(target)
             if cancel.status is not OrderStatus.CANCELED:
                 # Local state changes only on the venue's acknowledgement.
                 return CommandResult(dropped=f"cancel_{cancel.reason or cancel.status.lower()}")
-            update = {"status": OrderStatus.CANCELED, "reason": "cancel_requested",
-                      "ack_ts_ms": cancel.ack_ts_ms}
+            update = {
+                "status": OrderStatus.CANCELED,
+                "reason": "cancel_requested",
+                "ack_ts_ms": cancel.ack_ts_ms,
+            }
         else:
             amend = await self.executor.amend(target, decision.new_px, decision.new_qty)
             if amend.status is OrderStatus.REJECTED:
                 return CommandResult(dropped=f"amend_{amend.reason or 'rejected'}")
-            update = {"status": amend.status, "reason": "amended", "ack_ts_ms": amend.ack_ts_ms,
-                      "px_sent": amend.px or record.last.px_sent, "qty": amend.qty or record.last.qty}
+            update = {
+                "status": amend.status,
+                "reason": "amended",
+                "ack_ts_ms": amend.ack_ts_ms,
+                "px_sent": amend.px or record.last.px_sent,
+                "qty": amend.qty or record.last.qty,
+            }
         update["event_id"] = event_id(target, record.events + 1)
         update["event_ts_ms"] = decision.event_ts_ms
         return self._emit(book, record.last.model_copy(update=update))

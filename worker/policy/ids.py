@@ -16,9 +16,7 @@ _PREFIX = "ew"
 _HASH_CHARS = 32
 
 
-def client_order_id(
-    signal_row_id: str, ts_ms: int, side: Side, qty: Decimal, px: Decimal | None
-) -> str:
+def client_order_id(signal_row_id: str, ts_ms: int, side: Side, qty: Decimal, px: Decimal | None) -> str:
     """`hash(signal_row_id|ts_ms|side|qty|px)` of the rounded order, in the venue's charset.
 
     Decimals are normalised first so that "0.10" and "0.1" give the same id.

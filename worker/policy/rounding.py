@@ -40,12 +40,19 @@ class RoundingError(ValueError):
 def round_to_step(value: Decimal, step: Decimal, *, up: bool) -> Decimal:
     """`value` moved onto the grid `k * step`, up or down; exact in Decimal."""
     units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return (units * step).quantize(step) if step.as_tuple().exponent < 0 else units * step
+    return _on_grid(units, step)
 
 
 def round_nearest(value: Decimal, step: Decimal) -> Decimal:
     units = (value / step + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
-    return (units * step).quantize(step) if step.as_tuple().exponent < 0 else units * step
+    return _on_grid(units, step)
+
+
+def _on_grid(units: Decimal, step: Decimal) -> Decimal:
+    # Keep the step's number of decimals ("0.010", not "0.01000000"): a canonical string.
+    exponent = step.as_tuple().exponent
+    product = units * step
+    return product.quantize(step) if isinstance(exponent, int) and exponent < 0 else product
 
 
 def align_order(

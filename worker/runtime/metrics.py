@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -19,8 +20,10 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.submit = Counter(
-            "executor_submit_total", "Orders sent to an executor, by result and reason.",
-            ["result", "reason"], registry=r,
+            "executor_submit_total",
+            "Orders sent to an executor, by result and reason.",
+            ["result", "reason"],
+            registry=r,
         )
         self.pre_deny = Counter(
             "executor_pre_deny_total", "Orders denied before any venue call.", ["reason"], registry=r
@@ -29,8 +32,10 @@ class WorkerMetrics:
             "executor_throttle_total", "Orders throttled before any venue call.", ["reason"], registry=r
         )
         self.latency = Histogram(
-            "executor_latency_ms", "Venue acknowledgement latency (ack_ts_ms - sent_ts_ms).",
-            buckets=LATENCY_BUCKETS_MS, registry=r,
+            "executor_latency_ms",
+            "Venue acknowledgement latency (ack_ts_ms - sent_ts_ms).",
+            buckets=LATENCY_BUCKETS_MS,
+            registry=r,
         )
         self.dlq = Counter(
             "executor_dlq_total", "Input messages sent to the DLQ, by error class.", ["reason"], registry=r
@@ -38,37 +43,40 @@ class WorkerMetrics:
         self.dropped = Counter(
             "executor_command_dropped_total",
             "Commands that produced no event (duplicate id, unknown or finished target).",
-            ["reason"], registry=r,
+            ["reason"],
+            registry=r,
         )
-        self.events = Counter(
-            "executor_exec_events_total", "Exec-events committed.", ["status"], registry=r
-        )
-        self.batches = Counter(
-            "executor_batches_total", "Transactions by outcome.", ["outcome"], registry=r
-        )
+        self.events = Counter("executor_exec_events_total", "Exec-events committed.", ["status"], registry=r)
+        self.batches = Counter("executor_batches_total", "Transactions by outcome.", ["outcome"], registry=r)
         self.outbox_lines = Counter(
             "executor_outbox_lines_total", "Lines written to ready/ outbox files.", registry=r
         )
+        self.outbox_errors = Counter(
+            "executor_outbox_errors_total", "Outbox publishes that failed (mirroring paused).", registry=r
+        )
         self.lag = Gauge(
-            "executor_consumer_lag", "Messages behind the end of each input partition.",
-            ["topic", "partition"], registry=r,
+            "executor_consumer_lag",
+            "Messages behind the end of each input partition.",
+            ["topic", "partition"],
+            registry=r,
         )
 
     def committed(self, events: Iterable[ExecEvent]) -> None:
-        """Counts a committed batch's events (never an aborted one's)."""
+        """Counts a committed batch's events (never an aborted one's), one increment per label."""
+        by_label: Counter_[tuple[OrderStatus, str]] = Counter_()
         for event in events:
-            status = event.status
-            self.events.labels(status.value).inc()
-            reason = event.reason or ""
-            if status is OrderStatus.DENIED:
-                self.pre_deny.labels(reason).inc()
-            elif status is OrderStatus.THROTTLED:
-                self.throttle.labels(reason).inc()
-            else:
-                result = "rejected" if status is OrderStatus.REJECTED else "accepted"
-                self.submit.labels(result, reason).inc()
+            by_label[(event.status, event.reason or "")] += 1
             if event.latency_ms is not None:
                 self.latency.observe(event.latency_ms)
+        for (status, reason), count in by_label.items():
+            self.events.labels(status.value).inc(count)
+            if status is OrderStatus.DENIED:
+                self.pre_deny.labels(reason).inc(count)
+            elif status is OrderStatus.THROTTLED:
+                self.throttle.labels(reason).inc(count)
+            else:
+                result = "rejected" if status is OrderStatus.REJECTED else "accepted"
+                self.submit.labels(result, reason).inc(count)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)

