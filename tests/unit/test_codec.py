@@ -28,10 +28,13 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (None, ErrorClass.JSON, "empty message"),
         (b"x" * 70_000, ErrorClass.SIZE, "limit"),
         (decision_bytes(qty="-1"), ErrorClass.SCHEMA, "qty"),
-        (decision_bytes(qty="0"), ErrorClass.SCHEMA, "greater than zero"),
-        (decision_bytes(qty=1.5), ErrorClass.SCHEMA, "JSON strings"),
-        (decision_bytes(px="NaN"), ErrorClass.SCHEMA, "NaN"),
-        (decision_bytes(px="abc"), ErrorClass.SCHEMA, "not a decimal"),
+        (decision_bytes(qty="0"), ErrorClass.SCHEMA, "qty: expected a positive decimal"),
+        (decision_bytes(qty="0.000"), ErrorClass.SCHEMA, "qty: expected a positive decimal"),
+        (decision_bytes(qty=1.5), ErrorClass.SCHEMA, "as a JSON string"),
+        (decision_bytes(qty="1e-3"), ErrorClass.SCHEMA, "plain notation"),
+        (decision_bytes(px="NaN"), ErrorClass.SCHEMA, "px: expected a positive decimal"),
+        (decision_bytes(px="abc"), ErrorClass.SCHEMA, "px: expected a positive decimal"),
+        (decision_bytes(min_notional="-1"), ErrorClass.SCHEMA, "non-negative decimal"),
         (decision_bytes(side="HOLD"), ErrorClass.SCHEMA, "side"),
         (decision_bytes(ts_ms=1_700_000_000), ErrorClass.SCHEMA, "ts_ms"),
         (decision_bytes(symbol="btc/usdt"), ErrorClass.SCHEMA, "symbol"),
@@ -55,6 +58,14 @@ def test_a_missing_field_is_named() -> None:
     del raw["tick_size"]
     with pytest.raises(DecodeError, match="tick_size: Field required"):
         decode_json(Decision, orjson.dumps(raw))
+
+
+def test_decimals_are_written_in_plain_notation_so_output_parses_as_input() -> None:
+    decision = decode_json(Decision, decision_bytes(step_size="0.00000001"))
+    assert decision.step_size == Decimal("1E-8")
+    wire = encode_json(decision)
+    assert b'"step_size":"0.00000001"' in wire
+    assert decode_json(Decision, wire) == decision
 
 
 def test_encoding_is_canonical_and_keeps_decimal_strings() -> None:

