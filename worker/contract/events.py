@@ -46,6 +46,15 @@ class ExecEvent(BaseModel):
     source: SourceRef = Field(description="Input message coordinates.")
 
 
+class Header(BaseModel):
+    """One Kafka header of an original message."""
+
+    model_config = _OUTBOUND
+
+    name: str = Field(description="Header name.")
+    value_b64: str | None = Field(description="Header value bytes, base64 (null for a null value).")
+
+
 class DlqRecord(BaseModel):
     """A message the worker could not use, kept whole with where it came from and why."""
 
@@ -56,5 +65,5 @@ class DlqRecord(BaseModel):
     reason: str = Field(description="What is wrong, in words a person can act on.")
     key_b64: str | None = Field(description="Original key bytes, base64.")
     value_b64: str | None = Field(description="Original value bytes, base64.")
-    headers: list[tuple[str, str]] = Field(description="Original headers, values base64.")
+    headers: list[Header] = Field(description="Original headers, in order.")
     timestamp_ms: int = Field(description="Kafka timestamp of the original message.")

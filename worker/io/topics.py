@@ -13,6 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
+from worker.codec.registry import FileSchemaRegistry
+from worker.codec.wire import AvroWire, JsonWire, WireCodec
+
 # Roles whose partition counts must agree: exec-events go to the partition number of their input.
 CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
 REQUIRED_ROLES = ("decisions", "signals", "exec_events", "dlq")
@@ -146,3 +150,16 @@ async def _topic_config(admin: AIOKafkaAdminClient, name: str) -> Mapping[str, s
             for entry in resource["config_entries"]:
                 result[entry["config_names"]] = entry["config_value"]
     return result
+
+
+def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> WireCodec:
+    """The wire codec a topic's `format` asks for (Avro ids come from schemas/registry.json)."""
+    if spec.format is WireFormat.JSON:
+        return JsonWire(max_bytes)
+    registry_path = schemas_dir / "registry.json"
+    if not registry_path.exists():
+        raise TopicsConfigError(f"{spec.name} is Avro but {registry_path} does not exist (--schemas-dir)")
+    try:
+        return AvroWire(FileSchemaRegistry(registry_path), spec.value_schema, max_bytes)
+    except KeyError as exc:
+        raise TopicsConfigError(f"{spec.name}: {exc.args[0]}") from None

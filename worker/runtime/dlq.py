@@ -7,7 +7,7 @@ import base64
 from aiokafka.structs import ConsumerRecord
 
 from worker.codec.errors import DecodeError
-from worker.contract.events import DlqRecord
+from worker.contract.events import DlqRecord, Header
 from worker.contract.orders import SourceRef
 
 
@@ -22,6 +22,6 @@ def dlq_record(record: ConsumerRecord[bytes, bytes], error: DecodeError) -> DlqR
         reason=error.reason,
         key_b64=_b64(record.key),
         value_b64=_b64(record.value),
-        headers=[(name, _b64(value) or "") for name, value in (record.headers or ())],
+        headers=[Header(name=name, value_b64=_b64(value)) for name, value in (record.headers or ())],
         timestamp_ms=record.timestamp,
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
+from worker.codec.json_codec import encode_json
+from worker.codec.wire import JsonWire, WireCodec
 from worker.contract.events import ExecEvent
 from worker.contract.state_machine import IllegalTransition
 from worker.execution.order_state import OrderBook
@@ -36,7 +38,7 @@ class RebuiltPartition:
 
 
 async def rebuild_partitions(
-    kafka: KafkaConfig, exec_topic: str, partitions: list[int], outbox: Outbox
+    kafka: KafkaConfig, exec_topic: str, codec: WireCodec, partitions: list[int], outbox: Outbox
 ) -> dict[int, RebuiltPartition]:
     consumer = kafka.consumer(
         group_id=None,
@@ -61,7 +63,7 @@ async def rebuild_partitions(
                 for record in records:
                     if record.offset >= ends[tp] or record.value is None:
                         continue
-                    event = ExecEvent.model_validate_json(record.value)
+                    event = codec.decode(ExecEvent, record.value)
                     try:
                         state.book.apply(event)
                     except IllegalTransition as exc:
@@ -70,9 +72,8 @@ async def rebuild_partitions(
                     previous = state.source_high.get(event.source.topic, -1)
                     state.source_high[event.source.topic] = max(previous, event.source.offset)
                     if record.offset >= mark:
-                        lines.append(
-                            OutboxLine(event.symbol, event.event_ts_ms, event.event_id, record.value)
-                        )
+                        line = record.value if isinstance(codec, JsonWire) else encode_json(event)
+                        lines.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))
                 state.republished += outbox.publish(lines)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:

@@ -15,6 +15,7 @@ class WorkerSettings(BaseModel):
 
     bootstrap_servers: str
     topics_file: Path = Path("topics.yaml")
+    schemas_dir: Path = Path("schemas")  # Avro topics take their schema ids from here
     group_id: str = Field(default="execworker", min_length=1)
     # Transactional ids are `{prefix}-p{partition}`: one per input partition, stable across
     # restarts, so a restarted or rebalanced owner fences the previous one (aiokafka has no

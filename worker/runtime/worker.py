@@ -27,7 +27,8 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from worker.codec.errors import DecodeError, ErrorClass
-from worker.codec.json_codec import decode_json, encode_json
+from worker.codec.json_codec import encode_json
+from worker.codec.wire import JsonWire
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
@@ -35,7 +36,7 @@ from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
 from worker.io.outbox import Outbox, OutboxLine
-from worker.io.topics import TopicsFile
+from worker.io.topics import TopicsFile, codec_for
 from worker.runtime.dlq import dlq_record
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.mirror import OutboxMirror
@@ -85,6 +86,11 @@ class ExecWorker:
         self.outbox = Outbox(settings.outbox_dir)
         self.mirror = OutboxMirror(self.outbox, topics.role("exec_events").name, self.metrics, self.summary)
         self.input_topics = [topics.role("decisions").name]
+        self.input_codec = codec_for(
+            topics.role("decisions"), settings.schemas_dir, settings.max_message_bytes
+        )
+        self.exec_codec = codec_for(topics.role("exec_events"), settings.schemas_dir)
+        self.dlq_codec = codec_for(topics.role("dlq"), settings.schemas_dir)
         self.exec_topic = topics.role("exec_events").name
         self.dlq_topic = topics.role("dlq").name
         self.dlq_partitions = topics.role("dlq").partitions
@@ -153,7 +159,7 @@ class ExecWorker:
                 producers[p] = producer
             for p in new:
                 await self.mirror.drain(p)  # a partition we lost to fencing and got back
-            rebuilt = await rebuild_partitions(self.kafka, self.exec_topic, new, self.outbox)
+            rebuilt = await rebuild_partitions(self.kafka, self.exec_topic, self.exec_codec, new, self.outbox)
             consumer = self._consumer
             assert consumer is not None
             for p in new:
@@ -262,7 +268,7 @@ class ExecWorker:
         await self.mirror.submit(partition, lines, next_mark)
 
     def _decode(self, record: Record) -> Decision:
-        decision = decode_json(Decision, record.value, self.settings.max_message_bytes)
+        decision = self.input_codec.decode(Decision, record.value)
         allowed = self.settings.symbols
         if allowed is not None and decision.symbol not in allowed:
             raise DecodeError(ErrorClass.SYMBOL, f"symbol {decision.symbol} is not in the configured list")
@@ -275,10 +281,16 @@ class ExecWorker:
         dead: list[DlqRecord],
         offsets: dict[TopicPartition, int],
     ) -> tuple[list[tuple[ExecEvent, bytes]], int | None]:
-        """One transaction: events + DLQ records + input offsets. Returns the published payloads
-        and the exec-events offset after the last one (None when there were none)."""
+        """One transaction: events + DLQ records + input offsets. Returns the events with their
+        JSON lines (for the outbox) and the exec-events offset after the last one (or None)."""
         producer = owner.producer
         payloads = [(event, encode_json(event)) for event in events]
+        # The outbox is always JSONL; the topic uses its own format (the same bytes for JSON).
+        kafka_values = (
+            [line for _, line in payloads]
+            if isinstance(self.exec_codec, JsonWire)
+            else [self.exec_codec.encode(event) for event in events]
+        )
         await producer.begin_transaction()
         committed = False
         try:
@@ -286,13 +298,13 @@ class ExecWorker:
                 producer,
                 self.exec_topic,
                 owner.partition,
-                [(event.symbol.encode(), payload) for event, payload in payloads],
+                [(event.symbol.encode(), value) for event, value in zip(events, kafka_values, strict=True)],
             )
             dlq_batches = await send_to_partition(
                 producer,
                 self.dlq_topic,
                 owner.partition % self.dlq_partitions,
-                [(record.source.topic.encode(), encode_json(record)) for record in dead],
+                [(record.source.topic.encode(), self.dlq_codec.encode(record)) for record in dead],
             )
             await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
             exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
