@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -35,20 +35,44 @@ def kafka() -> KafkaConfig:
     return config
 
 
+TopicsFactory = Callable[..., Awaitable[TestTopics]]
+
+
 @pytest.fixture
-async def topics(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[TestTopics]:
-    suffix = uuid.uuid4().hex[:8]
-    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
-    for spec in raw["topics"].values():
-        spec["name"] = f"{spec['name']}.{suffix}"
-    path = tmp_path / "topics.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    file = load_topics(path)
+async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[TopicsFactory]:
+    """Makes a private copy of topics.yaml (random suffix, optional format overrides) and its topics."""
+    created: list[TestTopics] = []
+
+    async def make(**formats: str) -> TestTopics:
+        suffix = uuid.uuid4().hex[:8]
+        raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
+        for role, spec in raw["topics"].items():
+            spec["name"] = f"{spec['name']}.{suffix}"
+            if role in formats:
+                spec["format"] = formats[role]
+        path = tmp_path / f"topics-{suffix}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        file = load_topics(path)
+        admin = kafka.admin()
+        await admin.start()
+        try:
+            await apply_topics(admin, file)
+        finally:
+            await admin.close()
+        made = TestTopics(path, file, suffix)
+        created.append(made)
+        return made
+
+    yield make
     admin = kafka.admin()
     await admin.start()
     try:
-        await apply_topics(admin, file)
-        yield TestTopics(path, file, suffix)
-        await admin.delete_topics([spec.name for spec in file.topics.values()])
+        for made in created:
+            await admin.delete_topics([spec.name for spec in made.file.topics.values()])
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def topics(topics_factory: TopicsFactory) -> TestTopics:
+    return await topics_factory()

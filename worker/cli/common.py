@@ -23,6 +23,9 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--topics", type=Path, default=Path("topics.yaml"), help="topics file (default: topics.yaml)"
     )
+    parser.add_argument(
+        "--schemas-dir", type=Path, default=Path("schemas"), help="schemas for Avro topics (default: schemas)"
+    )
 
 
 def kafka_from(args: argparse.Namespace) -> KafkaConfig:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.codec.contracts import CONTRACTS
+from worker.codec.errors import DecodeError
+from worker.codec.json_codec import decode_json
+from worker.io.topics import TopicsFile, WireFormat, codec_for
 
 # Futures awaited together: enough to keep the producer's batches full, bounded in memory.
 _IN_FLIGHT = 5_000
@@ -32,10 +37,22 @@ def message_key(line: bytes) -> bytes | None:
     return symbol.encode() if isinstance(symbol, str) else None
 
 
+def _encoder_for(topics: TopicsFile, topic: str, schemas_dir: Path) -> Callable[[bytes], bytes]:
+    """JSON topics get the lines as they are; Avro topics get each line validated and encoded."""
+    spec = next((s for s in topics.topics.values() if s.name == topic), None)
+    if spec is None or spec.format is WireFormat.JSON:
+        return lambda line: line
+    codec = codec_for(spec, schemas_dir)
+    model = CONTRACTS[spec.value_schema]
+    return lambda line: codec.encode(decode_json(model, line))
+
+
 async def run_produce(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
-    topic = resolve_topic(topics_from(args), args.topic)
+    topics = topics_from(args)
+    topic = resolve_topic(topics, args.topic)
+    encode = _encoder_for(topics, topic, args.schemas_dir)
     kafka = kafka_from(args)
     await kafka.check_reachable()
     producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
@@ -45,11 +62,17 @@ async def run_produce(args: argparse.Namespace) -> int:
         pending = []
         # Local sequential reads are short next to the awaited sends; streaming keeps memory flat.
         with open(args.file, "rb") as handle:  # noqa: ASYNC230
-            for raw in handle:
+            for number, raw in enumerate(handle, start=1):
                 line = raw.rstrip(b"\r\n")
                 if not line:
                     continue
-                pending.append(await producer.send(topic, value=line, key=message_key(line)))
+                try:
+                    value = encode(line)
+                except DecodeError as exc:
+                    raise UsageError(
+                        f"{args.file}:{number}: cannot encode for {topic}: {exc.reason}"
+                    ) from None
+                pending.append(await producer.send(topic, value=value, key=message_key(line)))
                 if len(pending) >= _IN_FLIGHT:
                     await asyncio.gather(*pending)
                     sent += len(pending)

@@ -60,6 +60,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         return WorkerSettings(
             bootstrap_servers=kafka_from(args).bootstrap_servers,
             topics_file=args.topics,
+            schemas_dir=args.schemas_dir,
             group_id=args.group,
             transactional_prefix=args.transactional_prefix or args.group,
             outbox_dir=args.outbox,

@@ -14,10 +14,14 @@ from pathlib import Path
 import orjson
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.codec.json_codec import encode_json
+from worker.codec.wire import JsonWire
 from worker.contract.enums import OrderStatus
+from worker.contract.events import ExecEvent
 from worker.contract.state_machine import is_terminal
 from worker.io.kafka import read_committed_topic
 from worker.io.outbox import Outbox
+from worker.io.topics import codec_for
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +42,14 @@ async def run_verify(args: argparse.Namespace) -> int:
     )
     kafka = kafka_from(args)
     await kafka.check_reachable()
-    topic = resolve_topic(topics_from(args), "exec_events")
-    committed = [record.value for record in await read_committed_topic(kafka, topic)]
+    topics = topics_from(args)
+    codec = codec_for(topics.role("exec_events"), args.schemas_dir)
+    raw = await read_committed_topic(kafka, resolve_topic(topics, "exec_events"))
+    # The outbox is JSONL whatever the topic's format: compare in the outbox's terms.
+    committed = [
+        record.value if isinstance(codec, JsonWire) else encode_json(codec.decode(ExecEvent, record.value))
+        for record in raw
+    ]
 
     terminal_by_row: Counter[str] = Counter()
     terminal_by_order: Counter[str] = Counter()
