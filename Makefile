@@ -49,6 +49,9 @@ lint: venv
 	$(BIN)/ruff check worker tests bench examples scripts
 	$(BIN)/ruff format --check worker tests bench examples scripts
 
+check-docs: venv
+	$(BIN)/execworker schemas check
+
 typecheck: venv
 	$(BIN)/mypy
 

@@ -20,6 +20,8 @@ import fastavro
 
 from worker.codec.contracts import CONTRACTS, WIRE_CONTRACTS, avro_schema, json_schema
 from worker.codec.registry import FileSchemaRegistry
+from worker.contract.enums import TERMINAL_STATUSES
+from worker.contract.state_machine import TRANSITIONS
 
 DOC_PATH = Path("docs/api_contracts.md")
 
@@ -324,6 +326,7 @@ def render_docs(schemas_dir: Path, doc_path: Path) -> str:
         lines.append(f"- [{family}](#{slug(family)})")
         for name in names:
             lines.append(f"  - [{name.rsplit('/', 1)[1]}](#{slug(name)})")
+    lines.append(f"- [Order states](#{slug('Order states')})")
     for family, names in families.items():
         lines += ["", f"## {family}"]
         for name in names:
@@ -341,6 +344,21 @@ def render_docs(schemas_dir: Path, doc_path: Path) -> str:
                     f"| `{field_name}` | {_type_label(prop, defs)} | {_unit(field_name, prop)} | "
                     f"{'yes' if field_name in required else 'no'} | {meaning} |"
                 )
+    lines += [
+        "",
+        "## Order states",
+        "",
+        "Every exec-event carries the order's `status` after it. An order moves only along this table",
+        "(from `worker/contract/state_machine.py`); anything else is an error, never applied. A first",
+        "event implies the order was built (`PENDING_NEW`) and, unless a local gate stopped it, sent.",
+        "Terminal states: " + ", ".join(f"`{s}`" for s in sorted(TERMINAL_STATUSES)) + ".",
+        "",
+        "| from | may move to |",
+        "|---|---|",
+    ]
+    for status, targets in TRANSITIONS.items():
+        if targets:
+            lines.append(f"| `{status}` | " + ", ".join(f"`{t}`" for t in sorted(targets)) + " |")
     return "\n".join(lines) + "\n"
 
 

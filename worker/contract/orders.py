@@ -37,26 +37,26 @@ class OrderCtx(BaseModel):
 
     client_order_id: str = Field(description="Idempotency key, derived from the rounded order.")
     signal_row_id: RowId = Field(description="Upstream signal row.")
-    symbol: Symbol
-    side: Side
-    order_type: OrderType
-    tif: TimeInForce
+    symbol: Symbol = Field(description="Venue symbol.")
+    side: Side = Field(description="BUY or SELL.")
+    order_type: OrderType = Field(description="LIMIT or MARKET.")
+    tif: TimeInForce = Field(description="Time in force.")
     qty: PositiveDecimal = Field(description="Quantity after step rounding.")
     px: PositiveDecimal | None = Field(description="Price after tick rounding; null for MARKET.")
     px_intent: PositiveDecimal | None = Field(description="Price asked for upstream, before rounding.")
     qty_intent: PositiveDecimal = Field(description="Quantity asked for upstream, before rounding.")
-    rounding_applied: bool
+    rounding_applied: bool = Field(description="Price or quantity was moved onto the venue grid.")
     rounding_diff: DecimalStr = Field(description="px - px_intent (0 when no price).")
-    tick_size: PositiveDecimal
-    step_size: PositiveDecimal
-    min_notional: NonNegativeDecimal
-    costs_bps: NonNegativeDecimal
-    ts_ms: TimestampMs
-    event_ts_ms: TimestampMs
-    regime: Label
-    scenario: Label
+    tick_size: PositiveDecimal = Field(description="Venue price increment.")
+    step_size: PositiveDecimal = Field(description="Venue quantity increment.")
+    min_notional: NonNegativeDecimal = Field(description="Venue minimum price x qty.")
+    costs_bps: NonNegativeDecimal = Field(description="Expected round-trip costs.")
+    ts_ms: TimestampMs = Field(description="When Strategy made the decision.")
+    event_ts_ms: TimestampMs = Field(description="Market event time; sim-time in backtests.")
+    regime: Label = Field(description="Market regime label.")
+    scenario: Label = Field(description="Scenario parameters in force.")
     mode: Label = Field(description="Strategy mode in force when the order was built.")
-    source: SourceRef
+    source: SourceRef = Field(description="Input message coordinates.")
 
 
 class ExecResult(BaseModel):
@@ -64,14 +64,14 @@ class ExecResult(BaseModel):
 
     model_config = _INTERNAL
 
-    status: OrderStatus
-    reason: str | None = None
-    exchange_order_id: str | None = None
-    px_sent: PositiveDecimal | None = None
-    px_fill: PositiveDecimal | None = None
-    qty_filled: NonNegativeDecimal = Decimal(0)
-    sent_ts_ms: int | None = None
-    ack_ts_ms: int | None = None
+    status: OrderStatus = Field(description="Order status the executor reports.")
+    reason: str | None = Field(default=None, description="Reject or expiry reason, or null.")
+    exchange_order_id: str | None = Field(default=None, description="Venue order id, once acknowledged.")
+    px_sent: PositiveDecimal | None = Field(default=None, description="Price sent to the venue.")
+    px_fill: PositiveDecimal | None = Field(default=None, description="Average fill price.")
+    qty_filled: NonNegativeDecimal = Field(default=Decimal(0), description="Cumulative filled quantity.")
+    sent_ts_ms: int | None = Field(default=None, description="When the order was sent.")
+    ack_ts_ms: int | None = Field(default=None, description="When the venue acknowledged it.")
 
     @property
     def accepted(self) -> bool:
@@ -87,18 +87,18 @@ class ExecResult(BaseModel):
 class CancelResult(BaseModel):
     model_config = _INTERNAL
 
-    client_order_id: str
-    status: OrderStatus
-    reason: str | None = None
-    ack_ts_ms: int | None = None
+    client_order_id: str = Field(description="Order the cancel was for.")
+    status: OrderStatus = Field(description="CANCELED on success; the order status otherwise.")
+    reason: str | None = Field(default=None, description="Why the cancel failed, or null.")
+    ack_ts_ms: int | None = Field(default=None, description="When the venue acknowledged the cancel.")
 
 
 class AmendResult(BaseModel):
     model_config = _INTERNAL
 
-    client_order_id: str
-    status: OrderStatus
-    reason: str | None = None
-    px: PositiveDecimal | None = None
-    qty: PositiveDecimal | None = None
-    ack_ts_ms: int | None = None
+    client_order_id: str = Field(description="Order the amend was for.")
+    status: OrderStatus = Field(description="Order status after the amend (REJECTED if refused).")
+    reason: str | None = Field(default=None, description="Why the amend failed, or null.")
+    px: PositiveDecimal | None = Field(default=None, description="Price in force after the amend.")
+    qty: PositiveDecimal | None = Field(default=None, description="Quantity in force after the amend.")
+    ack_ts_ms: int | None = Field(default=None, description="When the venue acknowledged the amend.")
