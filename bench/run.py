@@ -68,9 +68,7 @@ async def drop_topics(kafka: KafkaConfig, topics: TopicsFile) -> None:
         await admin.close()
 
 
-def worker_for(
-    kafka: KafkaConfig, path: Path, topics: TopicsFile, outbox: Path, until_drained: bool
-) -> ExecWorker:
+def worker_for(kafka: KafkaConfig, path: Path, topics: TopicsFile, outbox: Path, until_drained: bool) -> ExecWorker:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = WorkerSettings(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -88,9 +86,7 @@ async def produce_all(kafka: KafkaConfig, topic: str, values: list[bytes]) -> No
     producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value=v, key=orjson.loads(v)["symbol"].encode()) for v in values
-        ]
+        futures = [await producer.send(topic, value=v, key=orjson.loads(v)["symbol"].encode()) for v in values]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -75,8 +75,7 @@ async def test_every_decision_gets_one_event_and_bad_input_lands_in_the_dlq(
     dlq = [orjson.loads(value) for _, _, value in await read_records(kafka, topics.name("dlq"))]
     assert len(dlq) == len(BAD_DECISIONS)
     originals = Counter(
-        (base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None, r["error_class"])
-        for r in dlq
+        (base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None, r["error_class"]) for r in dlq
     )
     assert originals == Counter((raw, cls) for _, raw, cls in BAD_DECISIONS)
     assert all(r["reason"] and r["source"]["topic"] == topics.name("decisions") for r in dlq)
@@ -112,9 +111,7 @@ async def test_redelivered_input_creates_no_second_order(
     assert Counter(Outbox(tmp_path / "outbox").iter_lines()) == Counter(v for _, _, v in events)
 
 
-async def test_a_lost_outbox_is_rebuilt_from_the_topic(
-    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
-) -> None:
+async def test_a_lost_outbox_is_rebuilt_from_the_topic(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
     good = sample(120, seed=13)
     await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in good])
     group = f"g-{uuid.uuid4().hex[:8]}"

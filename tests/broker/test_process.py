@@ -38,9 +38,7 @@ async def event_count(kafka: KafkaConfig, topics: TestTopics) -> int:
     return len(await read_records(kafka, topics.name("exec_events")))
 
 
-async def assert_exactly_once(
-    kafka: KafkaConfig, topics: TestTopics, values: list[bytes], outbox: Path
-) -> None:
+async def assert_exactly_once(kafka: KafkaConfig, topics: TestTopics, values: list[bytes], outbox: Path) -> None:
     events = await read_records(kafka, topics.name("exec_events"))
     terminal = Counter()
     for _, _, value in events:
@@ -64,9 +62,7 @@ async def test_kill_9_mid_run_loses_and_duplicates_nothing(
     for threshold in (300, 1200):
         worker = spawn_worker(topics, kafka, group, outbox, "--max-batch", "25")
         try:
-            await eventually(
-                lambda t=threshold: _more_than(kafka, topics, t), timeout_s=90, what=f"{threshold} events"
-            )
+            await eventually(lambda t=threshold: _more_than(kafka, topics, t), timeout_s=90, what=f"{threshold} events")
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
@@ -83,9 +79,7 @@ async def _more_than(kafka: KafkaConfig, topics: TestTopics, threshold: int) -> 
     return await event_count(kafka, topics) > threshold
 
 
-async def test_sigterm_drains_commits_and_exits_cleanly(
-    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
-) -> None:
+async def test_sigterm_drains_commits_and_exits_cleanly(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
     values = await produce_sample(kafka, topics, 500, seed=22)
     group, outbox = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox"
     worker = spawn_worker(topics, kafka, group, outbox)

@@ -29,9 +29,7 @@ from worker.runtime.summary import RunSummary
 from worker.runtime.worker import ExecWorker
 
 
-async def drain(
-    kafka: KafkaConfig, topics: TestTopics, group: str, outbox: Path, **extra: object
-) -> RunSummary:
+async def drain(kafka: KafkaConfig, topics: TestTopics, group: str, outbox: Path, **extra: object) -> RunSummary:
     settings = WorkerSettings(
         bootstrap_servers=kafka.bootstrap_servers,
         topics_file=topics.path,
@@ -47,9 +45,7 @@ async def drain(
     return await asyncio.wait_for(worker.run(), timeout=120)
 
 
-async def test_avro_topics_end_to_end(
-    kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path
-) -> None:
+async def test_avro_topics_end_to_end(kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path) -> None:
     topics = await topics_factory(decisions="avro", exec_events="avro", dlq="avro")
     decisions_codec = codec_for(topics.file.role("decisions"), ROOT / "schemas")
     good = [decode_json(Decision, orjson.dumps(d)) for d in decisions(200, seed=31)]
@@ -65,9 +61,7 @@ async def test_avro_topics_end_to_end(
     summary = await drain(kafka, topics, f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox")
 
     exec_codec = codec_for(topics.file.role("exec_events"), ROOT / "schemas")
-    events = [
-        exec_codec.decode(ExecEvent, v) for _, _, v in await read_records(kafka, topics.name("exec_events"))
-    ]
+    events = [exec_codec.decode(ExecEvent, v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
     assert sorted(e.signal_row_id for e in events) == sorted(d.signal_row_id for d in good)
     assert summary.dlq == Counter({ErrorClass.UNKNOWN_SCHEMA: 1, ErrorClass.ENCODING: 2})
     dlq_codec = codec_for(topics.file.role("dlq"), ROOT / "schemas")
@@ -102,9 +96,7 @@ def _jsonl(tmp_path: Path, items: list[Decision]) -> Path:
     return path
 
 
-async def test_redrive_after_the_cause_is_fixed(
-    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
-) -> None:
+async def test_redrive_after_the_cause_is_fixed(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
     values = [orjson.dumps(d) for d in decisions(120, seed=32)]
     await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in values])
     group, outbox = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox"
@@ -145,6 +137,4 @@ async def test_redrive_after_the_cause_is_fixed(
     second = await drain(kafka, topics, group, outbox, symbols=allowed | {"DOGEUSDT"})
     assert second.events == doge
     events = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
-    assert Counter(e["signal_row_id"] for e in events) == Counter(
-        orjson.loads(v)["signal_row_id"] for v in values
-    )
+    assert Counter(e["signal_row_id"] for e in events) == Counter(orjson.loads(v)["signal_row_id"] for v in values)

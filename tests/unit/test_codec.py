@@ -44,9 +44,7 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (decision_bytes(action="CANCEL"), ErrorClass.SCHEMA, "target_client_order_id"),
     ],
 )
-def test_bad_input_is_refused_with_a_specific_reason(
-    raw: bytes | None, error_class: ErrorClass, needle: str
-) -> None:
+def test_bad_input_is_refused_with_a_specific_reason(raw: bytes | None, error_class: ErrorClass, needle: str) -> None:
     with pytest.raises(DecodeError) as excinfo:
         decode_json(Decision, raw)
     assert excinfo.value.error_class is error_class

@@ -80,8 +80,7 @@ async def test_low_consistency_sampling_is_deterministic_and_proportional() -> N
         (event,) = (await handle(OrderBook(), signal_row_id=f"r{row}", consistency=0.25)).events
         outcomes.append(event.status)
     again = [
-        (await handle(OrderBook(), signal_row_id=f"r{row}", consistency=0.25)).events[0].status
-        for row in range(400)
+        (await handle(OrderBook(), signal_row_id=f"r{row}", consistency=0.25)).events[0].status for row in range(400)
     ]
     assert outcomes == again
     kept = sum(1 for s in outcomes if s is OrderStatus.FILLED) / len(outcomes)
@@ -112,9 +111,7 @@ async def test_cancel_of_an_unknown_or_filled_order_changes_nothing() -> None:
     (filled,) = (await handle(book)).events
     book.commit()
     unknown = await handle(book, action="CANCEL", target_client_order_id="ew-unknown", signal_row_id="c1")
-    done = await handle(
-        book, action="CANCEL", target_client_order_id=filled.client_order_id, signal_row_id="c2"
-    )
+    done = await handle(book, action="CANCEL", target_client_order_id=filled.client_order_id, signal_row_id="c2")
     assert unknown.dropped == "unknown_target" and done.dropped == "target_terminal"
     record = book.get(filled.client_order_id)
     assert record is not None and record.status is OrderStatus.FILLED

@@ -14,9 +14,7 @@ from worker.policy.ids import CLIENT_ORDER_ID_PATTERN, client_order_id, event_id
     qty=st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1e9"), places=8),
     px=st.none() | st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1e9"), places=8),
 )
-def test_client_order_id_fits_the_venue_rule(
-    row: str, ts: int, side: Side, qty: Decimal, px: Decimal | None
-) -> None:
+def test_client_order_id_fits_the_venue_rule(row: str, ts: int, side: Side, qty: Decimal, px: Decimal | None) -> None:
     coid = client_order_id(row, ts, side, qty, px)
     assert CLIENT_ORDER_ID_PATTERN.match(coid)
     assert client_order_id(row, ts, side, qty, px) == coid  # derived, not drawn

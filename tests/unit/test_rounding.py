@@ -39,9 +39,7 @@ def test_passive_rounding_is_on_grid_and_never_adverse(
 @given(px=PRICES, tick=TICKS, side=st.sampled_from(list(Side)))
 def test_aggressive_rounding_moves_towards_the_market(px: Decimal, tick: Decimal, side: Side) -> None:
     try:
-        result = align_order(
-            side, Decimal(1), px, tick, Decimal("0.001"), Decimal(0), PriceRounding.AGGRESSIVE
-        )
+        result = align_order(side, Decimal(1), px, tick, Decimal("0.001"), Decimal(0), PriceRounding.AGGRESSIVE)
     except RoundingError:
         return
     assert result.px is not None and result.px % tick == 0
@@ -50,9 +48,7 @@ def test_aggressive_rounding_moves_towards_the_market(px: Decimal, tick: Decimal
 
 def test_min_notional_is_checked_after_rounding() -> None:
     with pytest.raises(RoundingError) as excinfo:
-        align_order(
-            Side.BUY, Decimal("0.0001"), Decimal("30000"), Decimal("0.01"), Decimal("0.0001"), Decimal("5")
-        )
+        align_order(Side.BUY, Decimal("0.0001"), Decimal("30000"), Decimal("0.01"), Decimal("0.0001"), Decimal("5"))
     assert excinfo.value.reason == "min_notional"
 
 

@@ -34,9 +34,7 @@ def test_the_committed_schemas_and_docs_are_current(monkeypatch: pytest.MonkeyPa
     assert report.problems == []
 
 
-def test_a_stale_schema_file_is_reported(
-    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_stale_schema_file_is_reported(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     schemas, _doc = workspace
     monkeypatch.chdir(schemas.parent)
     target = Path("schemas/risk_contract/v1/decision.schema.json")
@@ -54,10 +52,7 @@ def _with_field(schema: dict[str, Any], field: dict[str, Any]) -> dict[str, Any]
 def test_compatibility_rules() -> None:
     old = avro_schema("executor_contract/v1/exec_event")
     assert compatibility_problems(old, old) == []
-    assert (
-        compatibility_problems(old, _with_field(old, {"name": "venue", "type": "string", "default": ""}))
-        == []
-    )
+    assert compatibility_problems(old, _with_field(old, {"name": "venue", "type": "string", "default": ""})) == []
     breaking = compatibility_problems(old, _with_field(old, {"name": "venue", "type": "string"}))
     assert any("added without a default" in p for p in breaking)
     retyped = copy.deepcopy(old)
@@ -69,9 +64,7 @@ def test_compatibility_rules() -> None:
     assert compatibility_problems(old, removed) == []
 
 
-def test_export_refuses_a_breaking_change(
-    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_export_refuses_a_breaking_change(workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     schemas, doc = workspace
     registry = FileSchemaRegistry(schemas / "registry.json")
     current = avro_schema("risk_contract/v1/decision")
@@ -103,9 +96,7 @@ def test_avro_round_trip_in_confluent_framing(avro_decisions: AvroWire) -> None:
     wire = avro_decisions.encode(decision)
     magic, schema_id = struct.unpack(">bI", wire[:5])
     assert magic == 0
-    assert schema_id == FileSchemaRegistry(ROOT / "schemas" / "registry.json").latest_id(
-        "risk_contract/v1/decision"
-    )
+    assert schema_id == FileSchemaRegistry(ROOT / "schemas" / "registry.json").latest_id("risk_contract/v1/decision")
     assert avro_decisions.decode(Decision, wire) == decision
 
 
@@ -118,9 +109,7 @@ def test_avro_round_trip_in_confluent_framing(avro_decisions: AvroWire) -> None:
         (lambda w: w[:5] + b"\xff" * 3, ErrorClass.ENCODING),  # corrupt body
     ],
 )
-def test_bad_avro_is_refused_with_a_reason(
-    avro_decisions: AvroWire, mutate: Any, error_class: ErrorClass
-) -> None:
+def test_bad_avro_is_refused_with_a_reason(avro_decisions: AvroWire, mutate: Any, error_class: ErrorClass) -> None:
     wire = avro_decisions.encode(decode_json(Decision, decision_bytes()))
     with pytest.raises(DecodeError) as excinfo:
         avro_decisions.decode(Decision, mutate(wire))

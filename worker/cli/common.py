@@ -20,9 +20,7 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
         "--bootstrap-servers",
         help=f"Kafka bootstrap servers (default: ${BOOTSTRAP_ENV}, else 127.0.0.1:9092)",
     )
-    parser.add_argument(
-        "--topics", type=Path, default=Path("topics.yaml"), help="topics file (default: topics.yaml)"
-    )
+    parser.add_argument("--topics", type=Path, default=Path("topics.yaml"), help="topics file (default: topics.yaml)")
     parser.add_argument(
         "--schemas-dir", type=Path, default=Path("schemas"), help="schemas for Avro topics (default: schemas)"
     )

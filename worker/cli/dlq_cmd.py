@@ -84,8 +84,7 @@ async def run_redrive(args: argparse.Namespace) -> int:
                 value=base64.b64decode(record.value_b64) if record.value_b64 is not None else None,
                 key=base64.b64decode(record.key_b64) if record.key_b64 is not None else None,
                 headers=[
-                    (h.name, base64.b64decode(h.value_b64) if h.value_b64 is not None else b"")
-                    for h in record.headers
+                    (h.name, base64.b64decode(h.value_b64) if h.value_b64 is not None else b"") for h in record.headers
                 ],
             )
     finally:

@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from worker import __version__
-from worker.cli import dlq_cmd, produce_cmd, run_cmd, schemas_cmd, tail_cmd, topics_cmd, verify_cmd
+from worker.cli import (
+    dlq_cmd,
+    produce_cmd,
+    run_cmd,
+    sandbox_cmd,
+    schemas_cmd,
+    tail_cmd,
+    topics_cmd,
+    verify_cmd,
+)
 from worker.cli.common import UsageError, setup_logging
 from worker.io.kafka import BrokerUnreachable, UnknownTopic
 from worker.io.topics import TopicsConfigError
@@ -23,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"execworker {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for module in (topics_cmd, run_cmd, produce_cmd, tail_cmd, verify_cmd, schemas_cmd, dlq_cmd):
+    for module in (topics_cmd, run_cmd, produce_cmd, tail_cmd, verify_cmd, schemas_cmd, dlq_cmd, sandbox_cmd):
         module.register(sub)
     return parser
 

@@ -69,9 +69,7 @@ async def run_produce(args: argparse.Namespace) -> int:
                 try:
                     value = encode(line)
                 except DecodeError as exc:
-                    raise UsageError(
-                        f"{args.file}:{number}: cannot encode for {topic}: {exc.reason}"
-                    ) from None
+                    raise UsageError(f"{args.file}:{number}: cannot encode for {topic}: {exc.reason}") from None
                 pending.append(await producer.send(topic, value=value, key=message_key(line)))
                 if len(pending) >= _IN_FLIGHT:
                     await asyncio.gather(*pending)

@@ -13,13 +13,22 @@ from pydantic import ValidationError
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, topics_from
 from worker.contract.enums import ExecutorKind
+from worker.contract.executor import IExecutor
 from worker.execution.backtest import BacktestExecutor
+from worker.execution.binance.client import BinanceClient, VenueCredentials
+from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine
+from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.worker import ExecWorker
+from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
-AVAILABLE_EXECUTORS = (ExecutorKind.BACKTEST,)
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+AVAILABLE_EXECUTORS = (ExecutorKind.BACKTEST, ExecutorKind.SANDBOX, ExecutorKind.BINANCE)
+API_KEY_ENV = "EXECWORKER_API_KEY"
+API_SECRET_ENV = "EXECWORKER_API_SECRET"
+API_SECRET_FILE_ENV = "EXECWORKER_API_SECRET_FILE"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"executor: {', '.join(e.value for e in AVAILABLE_EXECUTORS)}",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the simulated latency model")
+    run.add_argument(
+        "--venue-url",
+        help="venue base URL for --executor sandbox|binance (sandbox default: http://127.0.0.1:8765)",
+    )
+    run.add_argument("--venue-timeout-s", type=float, default=2.0, help="per-request venue timeout")
+    run.add_argument("--reconcile-interval-ms", type=int, default=1000, help="re-check open orders this often")
     run.add_argument("--max-batch", type=int, default=500, help="records per transaction")
     run.add_argument("--poll-timeout-ms", type=int, default=100, help="max wait for input per poll")
     run.add_argument("--symbols", help="comma-separated allow-list; other symbols go to the DLQ")
@@ -72,15 +87,43 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             until_drained=args.until_drained,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            reconcile_interval_ms=args.reconcile_interval_ms,
         )
     except ValidationError as exc:
         raise UsageError(f"invalid option: {exc}") from None
 
 
+def credentials_from_env(kind: ExecutorKind) -> VenueCredentials:
+    """Keys from the environment (or a secret file); documented defaults only for the sandbox."""
+    key = os.environ.get(API_KEY_ENV)
+    secret = os.environ.get(API_SECRET_ENV)
+    secret_file = os.environ.get(API_SECRET_FILE_ENV)
+    if secret is None and secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"${API_SECRET_FILE_ENV}: cannot read the secret file ({exc.strerror})") from None
+    if key and secret:
+        return VenueCredentials(key, secret)
+    if kind is ExecutorKind.SANDBOX:
+        return VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+    raise UsageError(f"--executor {kind.value} needs ${API_KEY_ENV} and ${API_SECRET_ENV} (or ${API_SECRET_FILE_ENV})")
+
+
+def executor_from(args: argparse.Namespace, settings: WorkerSettings) -> IExecutor:
+    if settings.executor is ExecutorKind.BACKTEST:
+        return BacktestExecutor(Rng(settings.seed))
+    url = args.venue_url or (DEFAULT_SANDBOX_URL if settings.executor is ExecutorKind.SANDBOX else None)
+    if not url:
+        raise UsageError("--executor binance needs --venue-url (e.g. the Binance spot testnet's REST URL)")
+    client = BinanceClient(url, credentials_from_env(settings.executor), timeout_s=args.venue_timeout_s)
+    return BinanceExecutor(client, WallClock(), venue_name=settings.executor.value)
+
+
 async def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     topics = topics_from(args)
-    engine = ExecutionEngine(BacktestExecutor(Rng(settings.seed)))
+    engine = ExecutionEngine(executor_from(args, settings))
     worker = ExecWorker(settings, topics, engine)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

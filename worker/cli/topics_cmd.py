@@ -14,9 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     apply = verbs.add_parser("apply", help="create missing topics; report drift, never alter")
     add_kafka_options(apply)
     apply.add_argument("--replication-factor", type=int, help="override topics.yaml for new topics")
-    apply.add_argument(
-        "--strict", action="store_true", help="exit 1 when an existing topic drifts from the file"
-    )
+    apply.add_argument("--strict", action="store_true", help="exit 1 when an existing topic drifts from the file")
     apply.set_defaults(handler=run_apply)
 
 

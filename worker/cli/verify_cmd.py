@@ -36,9 +36,7 @@ async def run_verify(args: argparse.Namespace) -> int:
     if not args.decisions.is_file():
         raise UsageError(f"{args.decisions}: no such file")
     expected = Counter(
-        orjson.loads(line)["signal_row_id"]
-        for line in args.decisions.read_bytes().splitlines()
-        if line.strip()
+        orjson.loads(line)["signal_row_id"] for line in args.decisions.read_bytes().splitlines() if line.strip()
     )
     kafka = kafka_from(args)
     await kafka.check_reachable()

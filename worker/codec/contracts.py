@@ -55,9 +55,7 @@ def avro_schema(name: str) -> dict[str, Any]:
     return _record(schema, schema.get("$defs", {}), namespace, defined)
 
 
-def _record(
-    schema: dict[str, Any], defs: dict[str, Any], namespace: str, defined: set[str]
-) -> dict[str, Any]:
+def _record(schema: dict[str, Any], defs: dict[str, Any], namespace: str, defined: set[str]) -> dict[str, Any]:
     name = _type_name(schema["title"])
     defined.add(name)
     required = set(schema.get("required", ()))

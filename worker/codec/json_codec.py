@@ -31,9 +31,7 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "")
 
 
-def decode_json(
-    model: type[ModelT], value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> ModelT:
+def decode_json(model: type[ModelT], value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ModelT:
     """Parses and validates one message, or raises `DecodeError` saying what is wrong."""
     if value is None:
         raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")

@@ -61,9 +61,7 @@ class FileSchemaRegistry:
             if entry["name"] == name and entry["fingerprint"] == fingerprint(schema):
                 return entry["id"], False
         new_id = max((e["id"] for e in self._entries), default=0) + 1
-        self._entries.append(
-            {"id": new_id, "name": name, "fingerprint": fingerprint(schema), "schema": schema}
-        )
+        self._entries.append({"id": new_id, "name": name, "fingerprint": fingerprint(schema), "schema": schema})
         return new_id, True
 
     def rendered(self) -> str:

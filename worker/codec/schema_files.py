@@ -183,9 +183,7 @@ def round_trip_problems(registry: FileSchemaRegistry, examples: int) -> list[str
         validator = jsonschema.Draft202012Validator(schema)
         avro = AvroWire(registry, name)
 
-        @settings(
-            max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
-        )
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(strategy_for(schema, schema.get("$defs", {}), st))
         def agree(raw: dict[str, Any]) -> None:
             try:
@@ -249,9 +247,7 @@ def strategy_for(prop: dict[str, Any], defs: dict[str, Any], st: Any) -> Any:
         optional = {k: strategy_for(v, defs, st) for k, v in prop["properties"].items() if k not in required}
         return st.fixed_dictionaries(fields, optional=optional)
     if kind == "object":
-        return st.dictionaries(
-            st.text(max_size=10), strategy_for(prop["additionalProperties"], defs, st), max_size=3
-        )
+        return st.dictionaries(st.text(max_size=10), strategy_for(prop["additionalProperties"], defs, st), max_size=3)
     raise ValueError(f"no strategy for {prop}")
 
 
@@ -299,9 +295,7 @@ def slug(heading: str) -> str:
 
 
 def render_docs(schemas_dir: Path, doc_path: Path) -> str:
-    relative = (
-        Path(*([".."] * (len(doc_path.parts) - 1))) / schemas_dir if len(doc_path.parts) > 1 else schemas_dir
-    )
+    relative = Path(*([".."] * (len(doc_path.parts) - 1))) / schemas_dir if len(doc_path.parts) > 1 else schemas_dir
     lines = [
         "# API contracts",
         "",

@@ -40,9 +40,7 @@ class JsonWire:
 class AvroWire:
     """Avro for one contract; decodes any registered version of it, writes the newest."""
 
-    def __init__(
-        self, registry: SchemaRegistry, contract: str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    ) -> None:
+    def __init__(self, registry: SchemaRegistry, contract: str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.registry = registry
         self.contract = contract
         self.max_bytes = max_bytes
@@ -54,26 +52,18 @@ class AvroWire:
         if value is None:
             raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")
         if len(value) > self.max_bytes:
-            raise DecodeError(
-                ErrorClass.SIZE, f"message is {len(value)} bytes; the limit is {self.max_bytes}"
-            )
+            raise DecodeError(ErrorClass.SIZE, f"message is {len(value)} bytes; the limit is {self.max_bytes}")
         if len(value) < _HEADER.size or value[0] != _MAGIC:
-            raise DecodeError(
-                ErrorClass.ENCODING, "not Avro in the Confluent framing (magic byte 0 + schema id)"
-            )
+            raise DecodeError(ErrorClass.ENCODING, "not Avro in the Confluent framing (magic byte 0 + schema id)")
         _, schema_id = _HEADER.unpack_from(value)
         try:
             writer = self.registry.writer_schema(schema_id)
         except KeyError:
             raise DecodeError(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is not registered") from None
         try:
-            record: Any = fastavro.schemaless_reader(
-                io.BytesIO(value[_HEADER.size :]), writer, self._reader_schema
-            )
+            record: Any = fastavro.schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer, self._reader_schema)
         except Exception as exc:  # fastavro raises many types for corrupt input
-            raise DecodeError(
-                ErrorClass.ENCODING, f"Avro body does not match schema {schema_id}: {exc}"
-            ) from None
+            raise DecodeError(ErrorClass.ENCODING, f"Avro body does not match schema {schema_id}: {exc}") from None
         # One validation path for every format: the same strict rules as JSON input.
         return decode_json(model, orjson.dumps(record), self.max_bytes)
 

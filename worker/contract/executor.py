@@ -18,14 +18,19 @@ class IExecutor(Protocol):
     """
 
     name: str
+    # True when submit() has effects outside Kafka (a venue): the runtime then commits the
+    # order's SUBMITTED intent before calling submit(), so a crash in between is reconciled.
+    requires_intent: bool
 
     async def submit(self, order: OrderCtx) -> ExecResult: ...
 
     async def cancel(self, client_order_id: str) -> CancelResult: ...
 
-    async def amend(
-        self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None
-    ) -> AmendResult: ...
+    async def amend(self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None) -> AmendResult: ...
+
+    async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
+        """The venue's current view of an order (None: the venue has no such order)."""
+        ...
 
     async def flush(self) -> None: ...
 

@@ -33,9 +33,7 @@ class Decision(BaseModel):
 
     signal_row_id: RowId = Field(description="Id of the upstream signal row this decision comes from.")
     ts_ms: TimestampMs = Field(description="When Strategy made the decision (ms since epoch, UTC).")
-    event_ts_ms: TimestampMs = Field(
-        description="Market event time the decision refers to (ms, UTC); drives sim-time."
-    )
+    event_ts_ms: TimestampMs = Field(description="Market event time the decision refers to (ms, UTC); drives sim-time.")
     symbol: Symbol = Field(description="Venue symbol, e.g. BTCUSDT.")
     side: Side = Field(description="BUY or SELL.")
     qty: PositiveDecimal = Field(description="Quantity in base asset units, before step rounding.")
@@ -48,16 +46,14 @@ class Decision(BaseModel):
     step_size: PositiveDecimal = Field(description="Venue quantity increment.")
     min_notional: NonNegativeDecimal = Field(description="Venue minimum price x qty.")
     warmup: bool = Field(description="Upstream still warming up: the order is denied.")
-    guard_reason: Label | None = Field(
-        description="Active upstream guard (null or empty = none): the order is denied."
-    )
+    guard_reason: Label | None = Field(description="Active upstream guard (null or empty = none): the order is denied.")
     consistency: Unit = Field(description="Signal consistency 0..1; low values are down-sampled.")
     weak_signal_throttle: bool = Field(description="Upstream marks the signal weak: throttled.")
     costs_bps: NonNegativeDecimal = Field(description="Expected round-trip costs in basis points.")
     action: Action = Field(default=Action.NEW, description="NEW (default), CANCEL or AMEND.")
-    target_client_order_id: (
-        Annotated[str, Field(max_length=36, pattern=r"^[.A-Z:/a-z0-9_-]{1,36}$")] | None
-    ) = Field(default=None, description="For CANCEL/AMEND: the order to act on.")
+    target_client_order_id: Annotated[str, Field(max_length=36, pattern=r"^[.A-Z:/a-z0-9_-]{1,36}$")] | None = Field(
+        default=None, description="For CANCEL/AMEND: the order to act on."
+    )
     new_px: PositiveDecimal | None = Field(default=None, description="For AMEND: the new price.")
     new_qty: PositiveDecimal | None = Field(default=None, description="For AMEND: the new quantity.")
 

@@ -42,9 +42,7 @@ class DecimalString:
     pattern: str
     meaning: str  # "a positive decimal", used in error messages
 
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         message = f'expected {self.meaning} as a JSON string in plain notation, e.g. "0.001"'
         from_string = core_schema.no_info_after_validator_function(
             Decimal,

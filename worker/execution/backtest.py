@@ -19,6 +19,7 @@ class BacktestExecutor:
     """
 
     name = ExecutorKind.BACKTEST.value
+    requires_intent = False  # no effects outside Kafka: one transaction per batch is enough
 
     def __init__(self, rng: Rng, latency: LatencyModel | None = None) -> None:
         self._rng = rng
@@ -53,14 +54,15 @@ class BacktestExecutor:
             reason="unknown_order",
         )
 
-    async def amend(
-        self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None
-    ) -> AmendResult:
+    async def amend(self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None) -> AmendResult:
         return AmendResult(
             client_order_id=client_order_id,
             status=OrderStatus.REJECTED,
             reason="unknown_order",
         )
+
+    async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
+        return None  # nothing ever rests here
 
     async def flush(self) -> None:
         return None

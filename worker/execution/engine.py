@@ -8,6 +8,7 @@ backtest and live trading.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from worker.contract.events import ExecEvent
 from worker.contract.executor import IExecutor
 from worker.contract.messages import Decision
 from worker.contract.orders import ExecResult, OrderCtx, SourceRef
-from worker.contract.state_machine import is_terminal
+from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.execution.order_state import OrderBook
 from worker.execution.slippage import slippage_bps
 from worker.policy.gating import GateOutcome, GatePolicy, pre_trade_gate
@@ -24,6 +25,7 @@ from worker.policy.ids import client_order_id, event_id
 from worker.policy.rounding import PriceRounding, RoundingError, align_order
 
 _ZERO = Decimal(0)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,22 @@ class CommandResult:
     """The events a command produced, or why it produced none (`dropped`)."""
 
     events: tuple[ExecEvent, ...] = ()
-    dropped: str | None = None  # "duplicate", "unknown_target", "target_terminal"
+    # "duplicate", "unknown_target", "target_terminal", "unknown_outcome", "cancel_*", "amend_*"
+    dropped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A command after the pure part: events decided already, and what is left to send."""
+
+    events: tuple[ExecEvent, ...] = ()  # a deny/throttle, or the SUBMITTED intent of `order`
+    order: OrderCtx | None = None  # a new order for the executor
+    change: Decision | None = None  # a CANCEL or AMEND for the executor
+    dropped: str | None = None
+
+    @property
+    def needs_executor(self) -> bool:
+        return self.order is not None or self.change is not None
 
 
 class ExecutionEngine:
@@ -47,11 +64,21 @@ class ExecutionEngine:
         self.config = config or EngineConfig()
 
     async def handle(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
-        if decision.action is Action.NEW:
-            return await self._new_order(book, decision, source)
-        return await self._change_order(book, decision)
+        """Both phases at once: for executors without outside effects, and for tests."""
+        prepared = self.prepare(book, decision, source)
+        if not prepared.needs_executor:
+            return CommandResult(prepared.events, prepared.dropped)
+        sent = await self.send(book, prepared)
+        return CommandResult(prepared.events + sent.events, sent.dropped)
 
-    async def _new_order(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
+    def prepare(self, book: OrderBook, decision: Decision, source: SourceRef) -> Prepared:
+        """The pure phase: round, derive the id, check idempotency and gates; no executor call.
+
+        For an executor with outside effects the order's SUBMITTED intent is part of the result,
+        to be committed before `send` (see docs/architecture.md).
+        """
+        if decision.action is not Action.NEW:
+            return self._prepare_change(book, decision)
         try:
             rounded = align_order(
                 decision.side,
@@ -63,21 +90,21 @@ class ExecutionEngine:
                 self.config.rounding,
             )
         except RoundingError as exc:
-            coid = client_order_id(
-                decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px
-            )
+            coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px)
             if book.get(coid) is not None:
-                return CommandResult(dropped="duplicate")
-            return self._emit(book, self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason))
+                return Prepared(dropped="duplicate")
+            return Prepared(
+                events=self._emit(book, self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason))
+            )
 
         coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, rounded.qty, rounded.px)
         if book.get(coid) is not None:
-            return CommandResult(dropped="duplicate")
+            return Prepared(dropped="duplicate")
 
         verdict = pre_trade_gate(decision, coid, self.config.gate)
         if verdict.outcome is not GateOutcome.PASS:
             status = OrderStatus.DENIED if verdict.outcome is GateOutcome.DENY else OrderStatus.THROTTLED
-            return self._emit(book, self._unsent(decision, coid, source, status, verdict.reason))
+            return Prepared(events=self._emit(book, self._unsent(decision, coid, source, status, verdict.reason)))
 
         order = OrderCtx(
             client_order_id=coid,
@@ -103,16 +130,70 @@ class ExecutionEngine:
             mode=self.config.mode,
             source=source,
         )
-        result = await self.executor.submit(order)
-        return self._emit(book, self._sent(order, result))
+        if not self.executor.requires_intent:
+            return Prepared(order=order)
+        intent = ExecResult(status=OrderStatus.SUBMITTED, px_sent=order.px)
+        return Prepared(events=self._emit(book, self._sent(book, order, intent)), order=order)
 
-    async def _change_order(self, book: OrderBook, decision: Decision) -> CommandResult:
+    async def send(self, book: OrderBook, prepared: Prepared) -> CommandResult:
+        """The effectful phase: hand the order (or change) to the executor, record its answer."""
+        if prepared.order is not None:
+            order = prepared.order
+            result = await self.executor.submit(order)
+            record = book.get(order.client_order_id)
+            if result.status is OrderStatus.SUBMITTED and record is not None and record.status is result.status:
+                return CommandResult(dropped="unknown_outcome")  # the intent stands; reconcile later
+            return CommandResult(self._emit(book, self._sent(book, order, result)))
+        if prepared.change is not None:
+            return await self._send_change(book, prepared.change)
+        return CommandResult(dropped=prepared.dropped)
+
+    async def reconcile(self, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
+        """Asks the venue about an order that is not finished here; records any news."""
+        record = book.get(client_order_id)
+        if record is None or is_terminal(record.status):
+            return ()
+        last = record.last
+        venue = await self.executor.query(client_order_id, last.symbol)
+        if venue is None:
+            if record.status is not OrderStatus.SUBMITTED:
+                log.error("order %s is %s here but unknown to the venue", client_order_id, record.status)
+            # Never reached the venue (or it was lost): final, and never sent again by us.
+            update: dict[str, object] = {"status": OrderStatus.REJECTED, "reason": "not_at_venue"}
+        elif venue.status is record.status and venue.qty_filled == last.qty_filled:
+            return ()
+        else:
+            update = {
+                "status": venue.status,
+                "reason": venue.reason,
+                "exchange_order_id": venue.exchange_order_id,
+                "px_fill": venue.px_fill,
+                "qty_filled": venue.qty_filled,
+                "ack_ts_ms": venue.ack_ts_ms,
+                "slippage_bps": slippage_bps(last.side, last.px_intent, venue.px_fill),
+            }
+        update["event_id"] = event_id(client_order_id, record.events + 1)
+        try:
+            return self._emit(book, last.model_copy(update=update))
+        except IllegalTransition as exc:
+            log.error("reconcile %s: %s; venue state not applied", client_order_id, exc)
+            return ()
+
+    def _prepare_change(self, book: OrderBook, decision: Decision) -> Prepared:
         target = decision.target_client_order_id
         assert target is not None  # the Decision validator guarantees it for CANCEL/AMEND
         record = book.get(target)
         if record is None:
-            return CommandResult(dropped="unknown_target")
+            return Prepared(dropped="unknown_target")
         if is_terminal(record.status):
+            return Prepared(dropped="target_terminal")
+        return Prepared(change=decision)
+
+    async def _send_change(self, book: OrderBook, decision: Decision) -> CommandResult:
+        target = decision.target_client_order_id
+        assert target is not None
+        record = book.get(target)
+        if record is None or is_terminal(record.status):
             return CommandResult(dropped="target_terminal")
         update: dict[str, object]
         if decision.action is Action.CANCEL:
@@ -138,11 +219,11 @@ class ExecutionEngine:
             }
         update["event_id"] = event_id(target, record.events + 1)
         update["event_ts_ms"] = decision.event_ts_ms
-        return self._emit(book, record.last.model_copy(update=update))
+        return CommandResult(self._emit(book, record.last.model_copy(update=update)))
 
-    def _emit(self, book: OrderBook, event: ExecEvent) -> CommandResult:
+    def _emit(self, book: OrderBook, event: ExecEvent) -> tuple[ExecEvent, ...]:
         book.apply(event)
-        return CommandResult(events=(event,))
+        return (event,)
 
     def _unsent(
         self,
@@ -179,10 +260,11 @@ class ExecutionEngine:
             source=source,
         )
 
-    def _sent(self, order: OrderCtx, result: ExecResult) -> ExecEvent:
+    def _sent(self, book: OrderBook, order: OrderCtx, result: ExecResult) -> ExecEvent:
         # Slippage is measured against the upstream intent, so the rounding move is included.
+        record = book.get(order.client_order_id)
         return ExecEvent(
-            event_id=event_id(order.client_order_id, 1),
+            event_id=event_id(order.client_order_id, record.events + 1 if record else 1),
             client_order_id=order.client_order_id,
             signal_row_id=order.signal_row_id,
             symbol=order.symbol,

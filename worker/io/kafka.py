@@ -38,9 +38,7 @@ class KafkaConfig:
     connect_timeout_s: float = 15.0
 
     def admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin"
-        )
+        return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin")
 
     def consumer(self, *topics: str, **options: object) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(

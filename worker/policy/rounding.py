@@ -79,9 +79,7 @@ def align_order(
             raise RoundingError("px_below_tick", f"px {px} rounds to 0 at tick {tick_size}")
         notional = px_rounded * qty_rounded
         if notional < min_notional:
-            raise RoundingError(
-                "min_notional", f"notional {notional} is below the venue minimum {min_notional}"
-            )
+            raise RoundingError("min_notional", f"notional {notional} is below the venue minimum {min_notional}")
     applied = qty_rounded != qty or (px is not None and px_rounded != px)
     diff = (px_rounded - px) if (px is not None and px_rounded is not None) else Decimal(0)
     return Rounded(qty=qty_rounded, px=px_rounded, rounding_applied=applied, rounding_diff=diff)

@@ -48,11 +48,12 @@ class WorkerMetrics:
         )
         self.events = Counter("executor_exec_events_total", "Exec-events committed.", ["status"], registry=r)
         self.batches = Counter("executor_batches_total", "Transactions by outcome.", ["outcome"], registry=r)
-        self.outbox_lines = Counter(
-            "executor_outbox_lines_total", "Lines written to ready/ outbox files.", registry=r
-        )
+        self.outbox_lines = Counter("executor_outbox_lines_total", "Lines written to ready/ outbox files.", registry=r)
         self.outbox_errors = Counter(
             "executor_outbox_errors_total", "Outbox publishes that failed (mirroring paused).", registry=r
+        )
+        self.reconciled = Counter(
+            "executor_reconciled_events_total", "Exec-events learned from the venue by reconciliation.", registry=r
         )
         self.lag = Gauge(
             "executor_consumer_lag",

@@ -38,6 +38,11 @@ class WorkerSettings(BaseModel):
     until_drained: bool = False
     metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"
+    # Orders in flight to a venue at once per partition: enough to hide ~10 ms of REST latency,
+    # well under a venue's per-10 s order limit.
+    venue_concurrency: int = Field(default=16, ge=1, le=1_000)
+    # How often resting and unknown-outcome orders are re-checked with the venue.
+    reconcile_interval_ms: int = Field(default=1_000, ge=50)
     # Producer transaction timeout: how long the broker waits before aborting the transaction of
     # a worker that died mid-batch (and so how long its partitions' consumers wait after a kill).
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)

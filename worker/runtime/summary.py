@@ -44,8 +44,7 @@ class RunSummary:
         lines = [
             "execworker run summary",
             f"  input messages     {self.consumed:>8}   ({rate:,.0f} msg/s over {elapsed_s:.1f} s)",
-            f"  exec-events        {self.events:>8}   in {self.transactions} transactions"
-            f" ({self.aborted} aborted)",
+            f"  exec-events        {self.events:>8}   in {self.transactions} transactions ({self.aborted} aborted)",
         ]
         for status, count in sorted(self.by_status.items()):
             lines.append(f"    {status:<16} {count:>8}")

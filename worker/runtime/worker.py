@@ -32,7 +32,7 @@ from worker.codec.wire import JsonWire
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
-from worker.execution.engine import ExecutionEngine
+from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
 from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
 from worker.io.outbox import Outbox, OutboxLine
@@ -57,6 +57,7 @@ class PartitionOwner:
     # Next input offset to process per topic-partition. Records below it were already committed;
     # the fetcher can hand them out again around a seek, so they are skipped here, not trusted.
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
+    reconcile_due: bool = False  # a venue answer could not be committed, or a query failed
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,9 +87,7 @@ class ExecWorker:
         self.outbox = Outbox(settings.outbox_dir)
         self.mirror = OutboxMirror(self.outbox, topics.role("exec_events").name, self.metrics, self.summary)
         self.input_topics = [topics.role("decisions").name]
-        self.input_codec = codec_for(
-            topics.role("decisions"), settings.schemas_dir, settings.max_message_bytes
-        )
+        self.input_codec = codec_for(topics.role("decisions"), settings.schemas_dir, settings.max_message_bytes)
         self.exec_codec = codec_for(topics.role("exec_events"), settings.schemas_dir)
         self.dlq_codec = codec_for(topics.role("dlq"), settings.schemas_dir)
         self.exec_topic = topics.role("exec_events").name
@@ -100,6 +99,7 @@ class ExecWorker:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._last_reconcile = 0.0
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -130,7 +130,8 @@ class ExecWorker:
                 )
                 if batches:
                     await self._process(batches)
-                elif self.settings.until_drained and await self._drained(consumer):
+                await self._maybe_reconcile()
+                if not batches and self.settings.until_drained and await self._drained(consumer):
                     break
         finally:
             await consumer.stop()  # leaves the group; the revoke callback closes our producers
@@ -176,12 +177,16 @@ class ExecWorker:
                     if floor > (committed or 0):
                         consumer.seek(tp, start)
                     owner.next_offset[tp] = start
+                # In-flight orders are settled with the venue before any new input is read.
+                reconciled = await self.reconcile(owner)
                 log.info(
-                    "partition %d acquired: %d orders from %d events, %d outbox lines republished",
+                    "partition %d acquired: %d orders from %d events, %d outbox lines republished, "
+                    "%d orders reconciled",
                     p,
                     len(state.book),
                     state.events_read,
                     state.republished,
+                    reconciled,
                 )
 
     async def release(self, partitions: set[int]) -> None:
@@ -194,6 +199,21 @@ class ExecWorker:
                 # The next owner's catch-up starts from our mark: it must be final first.
                 await self.mirror.drain(p)
 
+    async def _maybe_reconcile(self) -> None:
+        """Every `reconcile_interval_ms`, settle resting and unknown-outcome orders with the venue."""
+        if not self.engine.executor.requires_intent:
+            return
+        now = time.monotonic()
+        if now - self._last_reconcile < self.settings.reconcile_interval_ms / 1000:
+            return
+        self._last_reconcile = now
+        async with self._lock:
+            for owner in list(self._owners.values()):
+                await self.reconcile(owner)
+
+    def open_orders(self) -> int:
+        return sum(len(owner.book.open_orders()) for owner in self._owners.values())
+
     async def _drained(self, consumer: AIOKafkaConsumer) -> bool:
         assignment = consumer.assignment()
         if not assignment:
@@ -204,7 +224,8 @@ class ExecWorker:
             lag = max(0, ends[tp] - await consumer.position(tp))
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
             behind += lag
-        return behind == 0
+        # Drained means no input left and no order still waiting for the venue's final word.
+        return behind == 0 and self.open_orders() == 0
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -214,25 +235,23 @@ class ExecWorker:
             by_partition[tp.partition][tp] = records
         async with self._lock:
             # Partitions are independent (own producer, own state): commit them concurrently.
-            await asyncio.gather(
-                *(self._process_partition(p, parts) for p, parts in sorted(by_partition.items()))
-            )
+            await asyncio.gather(*(self._process_partition(p, parts) for p, parts in sorted(by_partition.items())))
 
     async def _process_partition(self, partition: int, batches: dict[TopicPartition, list[Record]]) -> None:
         owner = self._owners.get(partition)
         if owner is None:
             return  # revoked while the fetch was in flight; the new owner will read it
-        events: list[ExecEvent] = []
-        dead: list[DlqRecord] = []
-        dropped: list[str] = []
-        consumed = 0
-        fresh_batches = {
-            tp: [r for r in records if r.offset >= owner.next_offset.get(tp, 0)]
-            for tp, records in batches.items()
+        fresh = {
+            tp: [r for r in records if r.offset >= owner.next_offset.get(tp, 0)] for tp, records in batches.items()
         }
-        batches = {tp: records for tp, records in fresh_batches.items() if records}
+        batches = {tp: records for tp, records in fresh.items() if records}
         if not batches:
             return
+        decided: list[ExecEvent] = []
+        dead: list[DlqRecord] = []
+        dropped: list[str] = []
+        to_send: list[Prepared] = []
+        consumed = 0
         for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
             for record in records:
                 consumed += 1
@@ -242,30 +261,98 @@ class ExecWorker:
                     dead.append(dlq_record(record, exc))
                     continue
                 source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
-                result = await self.engine.handle(owner.book, decision, source)
-                events.extend(result.events)
-                if result.dropped:
-                    dropped.append(result.dropped)
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+                prepared = self.engine.prepare(owner.book, decision, source)
+                decided.extend(prepared.events)
+                if prepared.dropped:
+                    dropped.append(prepared.dropped)
+                if prepared.needs_executor:
+                    to_send.append(prepared)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+
+        if not self.engine.executor.requires_intent:
+            # No effects outside Kafka: execute now, commit everything in one transaction.
+            sent = await self._send(owner, to_send)
+            events = decided + [e for result in sent for e in result.events]
+            dropped += [result.dropped for result in sent if result.dropped]
+            if await self._transact(owner, events, dead, offsets):
+                self._account(consumed, events, dead, dropped)
+            return
+
+        # A venue: commit the intents (SUBMITTED) with the offsets first, then send, then commit
+        # the venue's answers. A crash in between leaves SUBMITTED orders that reconciliation
+        # resolves by asking the venue; the input is never read again, so nothing is sent twice.
+        if not await self._transact(owner, decided, dead, offsets):
+            return
+        self._account(consumed, decided, dead, dropped)
+        if to_send:
+            sent = await self._send(owner, to_send)
+            answers = [e for result in sent for e in result.events]
+            if await self._transact(owner, answers, [], {}):
+                self._account(0, answers, [], [r.dropped for r in sent if r.dropped])
+            else:
+                owner.reconcile_due = True
+
+    async def _send(self, owner: PartitionOwner, prepared: list[Prepared]) -> list[CommandResult]:
+        """Executes orders concurrently (bounded), results in input order."""
+        if not prepared:
+            return []
+        limit = asyncio.Semaphore(self.settings.venue_concurrency)
+
+        async def one(item: Prepared) -> CommandResult:
+            async with limit:
+                return await self.engine.send(owner.book, item)
+
+        return list(await asyncio.gather(*(one(item) for item in prepared)))
+
+    async def _transact(
+        self,
+        owner: PartitionOwner,
+        events: list[ExecEvent],
+        dead: list[DlqRecord],
+        offsets: dict[TopicPartition, int],
+    ) -> bool:
+        """Commits one transaction and folds its state; False (state rolled back) if it failed."""
         try:
-            exec_offsets = await self._commit(owner, events, dead, offsets)
+            published, next_mark = await self._commit(owner, events, dead, offsets)
         except ProducerFenced:
-            log.error("partition %d: fenced by a newer owner; dropping it", partition)
+            log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
             owner.book.rollback()
-            self._owners.pop(partition, None)
+            self._owners.pop(owner.partition, None)
             self.metrics.batches.labels("fenced").inc()
-            await self.mirror.drain(partition)
-            return
+            await self.mirror.drain(owner.partition)
+            return False
         except KafkaError as exc:
-            log.error("partition %d: transaction failed (%s); aborting and retrying", partition, exc)
+            log.error("partition %d: transaction failed (%s); aborting and retrying", owner.partition, exc)
             await self._abort(owner, list(offsets))
-            return
+            return False
         owner.book.commit()
         owner.next_offset.update(offsets)
-        self._account(consumed, events, dead, dropped)
-        published, next_mark = exec_offsets
         lines = [OutboxLine(e.symbol, e.event_ts_ms, e.event_id, payload) for e, payload in published]
-        await self.mirror.submit(partition, lines, next_mark)
+        await self.mirror.submit(owner.partition, lines, next_mark)
+        return True
+
+    async def reconcile(self, owner: PartitionOwner) -> int:
+        """Asks the venue about every unfinished order of a partition; commits what changed."""
+        open_ids = [record.last.client_order_id for record in owner.book.open_orders()]
+        owner.reconcile_due = False
+        if not open_ids:
+            return 0
+        limit = asyncio.Semaphore(self.settings.venue_concurrency)
+
+        async def one(client_order_id: str) -> tuple[ExecEvent, ...]:
+            async with limit:
+                try:
+                    return await self.engine.reconcile(owner.book, client_order_id)
+                except Exception as exc:  # the venue is unreachable: try again next round
+                    log.warning("reconcile %s failed: %s", client_order_id, exc)
+                    owner.reconcile_due = True
+                    return ()
+
+        news = [e for events in await asyncio.gather(*(one(c) for c in open_ids)) for e in events]
+        if news and await self._transact(owner, news, [], {}):
+            self._account(0, news, [], [])
+            self.metrics.reconciled.inc(len(news))
+        return len(news)
 
     def _decode(self, record: Record) -> Decision:
         decision = self.input_codec.decode(Decision, record.value)
@@ -306,7 +393,8 @@ class ExecWorker:
                 owner.partition % self.dlq_partitions,
                 [(record.source.topic.encode(), self.dlq_codec.encode(record)) for record in dead],
             )
-            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
             exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
             await asyncio.gather(*(future for future, _ in dlq_batches))
             await producer.commit_transaction()
@@ -334,9 +422,7 @@ class ExecWorker:
                 consumer.seek(tp, committed)
                 owner.next_offset[tp] = committed
 
-    def _account(
-        self, consumed: int, events: list[ExecEvent], dead: list[DlqRecord], dropped: list[str]
-    ) -> None:
+    def _account(self, consumed: int, events: list[ExecEvent], dead: list[DlqRecord], dropped: list[str]) -> None:
         self.summary.consumed += consumed
         self.summary.transactions += 1
         self.summary.add_events(events)

@@ -1,0 +1,202 @@
+"""The live executor against the sandbox exchange over real HTTP, fault by fault."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from tests.factories import decision_bytes
+from tests.venue.conftest import RunningSandbox, SandboxFactory
+from worker.codec.json_codec import decode_json
+from worker.contract.enums import OrderStatus
+from worker.contract.messages import Decision
+from worker.contract.orders import OrderCtx, SourceRef
+from worker.execution.binance.client import BinanceClient, VenueCredentials
+from worker.execution.binance.executor import BinanceExecutor
+from worker.execution.engine import ExecutionEngine
+from worker.execution.order_state import OrderBook
+from worker.policy.clock import WallClock
+from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+SOURCE = SourceRef(topic="decisions.v1", partition=0, offset=0)
+
+
+def executor(sandbox: RunningSandbox, timeout_s: float = 0.5, secret: str = DEFAULT_API_SECRET) -> BinanceExecutor:
+    client = BinanceClient(sandbox.url, VenueCredentials(DEFAULT_API_KEY, secret), timeout_s=timeout_s)
+    return BinanceExecutor(client, WallClock(), backoff_s=0.01, max_backoff_s=0.05)
+
+
+def order(**fields: object) -> OrderCtx:
+    """A prepared order (rounded, with its id) for a decision with `fields` overridden."""
+    engine = ExecutionEngine(BinanceExecutor(BinanceClient("http://unused", VenueCredentials("k", "s")), WallClock()))
+    prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(**fields)), SOURCE)
+    assert prepared.order is not None
+    return prepared.order
+
+
+async def seed_market(sandbox: RunningSandbox, px: str = "64250.00") -> None:
+    """A first order sets the sandbox's quote for BTCUSDT (its price model follows the flow)."""
+    venue = executor(sandbox)
+    await venue.submit(order(signal_row_id="seed", px=px, tif="IOC"))
+    await venue.close()
+
+
+async def test_a_crossing_limit_order_fills_once(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    await seed_market(sandbox)
+    venue = executor(sandbox)
+    result = await venue.submit(order(px="64300.00"))
+    await venue.close()
+    assert result.status is OrderStatus.FILLED
+    assert result.px_fill is not None and result.px_fill <= Decimal("64300")
+    entry = (await sandbox.ledger())[order(px="64300.00").client_order_id]
+    assert (entry["submits"], entry["accepts"]) == (1, 1)
+
+
+async def test_timeout_after_accepting_is_resolved_by_query_not_resend(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=timeout_after,hang=1s")
+    venue = executor(sandbox, timeout_s=0.3)
+    the_order = order()
+    result = await venue.submit(the_order)
+    await venue.close()
+    assert result.status in (OrderStatus.FILLED, OrderStatus.ACCEPTED)
+    entry = (await sandbox.ledger())[the_order.client_order_id]
+    assert (entry["submits"], entry["accepts"]) == (1, 1)
+
+
+async def test_5xx_before_accepting_is_queried_then_resent_once(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=5xx")
+    venue = executor(sandbox)
+    the_order = order()
+    result = await venue.submit(the_order)
+    await venue.close()
+    assert result.status is not OrderStatus.REJECTED
+    entry = (await sandbox.ledger())[the_order.client_order_id]
+    assert (entry["submits"], entry["accepts"]) == (1, 1)
+    assert sandbox.exchange.fault_counts == {"5xx": 1}
+
+
+async def test_5xx_after_accepting_is_not_resent(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=5xx_after")
+    venue = executor(sandbox)
+    the_order = order()
+    result = await venue.submit(the_order)
+    await venue.close()
+    assert result.status is not OrderStatus.REJECTED
+    entry = (await sandbox.ledger())[the_order.client_order_id]
+    assert (entry["submits"], entry["accepts"]) == (1, 1)
+
+
+async def test_a_dropped_connection_is_an_unknown_outcome(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=drop")
+    venue = executor(sandbox)
+    the_order = order()
+    result = await venue.submit(the_order)
+    await venue.close()
+    assert result.status is not OrderStatus.REJECTED
+    assert (await sandbox.ledger())[the_order.client_order_id]["accepts"] == 1
+
+
+async def test_429_honours_retry_after(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=429,retry_after=1")
+    venue = executor(sandbox)
+    started = time.monotonic()
+    result = await venue.submit(order())
+    waited = time.monotonic() - started
+    await venue.close()
+    assert result.status is not OrderStatus.REJECTED
+    assert waited >= 0.9  # the venue said one second; jittered backoff alone is ~10 ms
+
+
+async def test_418_stops_all_sending(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=418,retry_after=60")
+    venue = executor(sandbox)
+    first = await venue.submit(order(signal_row_id="a"))
+    second = await venue.submit(order(signal_row_id="b"))
+    await venue.close()
+    assert (first.status, first.reason) == (OrderStatus.REJECTED, "venue_banned")
+    assert (second.status, second.reason) == (OrderStatus.REJECTED, "venue_banned")
+    assert await sandbox.ledger() == {}  # the second order never left the process
+    assert sandbox.exchange.fault_counts == {"418": 1}
+
+
+async def test_at_most_three_sends(sandbox_factory: SandboxFactory) -> None:
+    # Each 5xx is followed by a query (none: answered "does not exist"), which allows a resend.
+    sandbox = await sandbox_factory(faults="script=5xx;none;5xx;none;5xx;none;none;none")
+    venue = executor(sandbox)
+    result = await venue.submit(order())
+    await venue.close()
+    assert (result.status, result.reason) == (OrderStatus.REJECTED, "not_at_venue_after_retries")
+    assert sandbox.exchange.fault_counts == {"5xx": 3}
+
+
+async def test_venue_rejections_are_final(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    venue = executor(sandbox)
+    off_grid = order().model_copy(update={"px": Decimal("64250.123")})
+    result = await venue.submit(off_grid)
+    await venue.close()
+    assert result.status is OrderStatus.REJECTED
+    assert result.reason == "venue:-1013:Filter failure: PRICE_FILTER"
+    assert (await sandbox.ledger())[off_grid.client_order_id]["submits"] == 1
+
+
+async def test_a_duplicate_submit_reports_the_existing_order(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    await seed_market(sandbox)
+    venue = executor(sandbox)
+    resting = order(px="60000.00")  # far below the quote: rests
+    first = await venue.submit(resting)
+    again = await venue.submit(resting)
+    await venue.close()
+    assert first.status is OrderStatus.ACCEPTED
+    assert again.status is OrderStatus.ACCEPTED
+    assert again.exchange_order_id == first.exchange_order_id
+    entry = (await sandbox.ledger())[resting.client_order_id]
+    assert (entry["submits"], entry["accepts"]) == (2, 1)
+
+
+async def test_an_unresolvable_outcome_stays_in_flight(sandbox_factory: SandboxFactory) -> None:
+    # aiohttp itself repeats an idempotent GET once on a dropped keep-alive connection: 6 drops
+    # make sure all three queries fail.
+    sandbox = await sandbox_factory(faults="script=timeout_after;drop;drop;drop;drop;drop;drop,hang=1s")
+    venue = executor(sandbox, timeout_s=0.3)
+    result = await venue.submit(order())
+    await venue.close()
+    assert (result.status, result.reason) == (OrderStatus.SUBMITTED, "unknown_outcome")
+
+
+async def test_a_wrong_secret_is_refused(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    venue = executor(sandbox, secret="wrong")
+    result = await venue.submit(order())
+    await venue.close()
+    assert result.status is OrderStatus.REJECTED
+    assert result.reason is not None and "-1022" in result.reason
+    assert "wrong" not in repr(venue.client._credentials)
+
+
+async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    await seed_market(sandbox)
+    venue = executor(sandbox)
+    engine = ExecutionEngine(venue)
+    book = OrderBook()
+    decision = decode_json(Decision, decision_bytes(px="64000.00", signal_row_id="rest"))
+    prepared = engine.prepare(book, decision, SOURCE)
+    (intent,) = prepared.events
+    assert intent.status is OrderStatus.SUBMITTED
+    sent = await engine.send(book, prepared)
+    (accepted,) = sent.events
+    assert accepted.status is OrderStatus.ACCEPTED
+    book.commit()
+    # Someone sells down to our bid: the next order crosses and the resting one fills.
+    await venue.submit(order(signal_row_id="mover", side="SELL", px="63990.00", tif="IOC"))
+    (filled,) = await engine.reconcile(book, accepted.client_order_id)
+    assert filled.status is OrderStatus.FILLED
+    assert filled.event_id == f"{accepted.client_order_id}.3"
+    assert filled.px_fill == Decimal("64000")
+    # The same decision again: known id, no second order.
+    assert engine.prepare(book, decision, SOURCE).dropped == "duplicate"
+    await venue.close()
+    assert (await sandbox.ledger())[accepted.client_order_id]["accepts"] == 1
