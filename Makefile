@@ -58,5 +58,10 @@ typecheck: venv
 bench: venv
 	scripts/with-broker $(BIN)/python -m bench.run
 
+## chaos: the full-size chaos run (10k decisions, 12 partitions, 3 workers, 20 kills, a broker
+## restart, venue faults); a private broker is started and stopped by the run itself.
+chaos: venv
+	$(BIN)/python -m bench.chaos
+
 clean:
 	rm -rf var/outbox var/bench

@@ -192,7 +192,7 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     book.commit()
     # Someone sells down to our bid: the next order crosses and the resting one fills.
     await venue.submit(order(signal_row_id="mover", side="SELL", px="63990.00", tif="IOC"))
-    (filled,) = await engine.reconcile(book, accepted.client_order_id)
+    (filled,) = (await engine.reconcile(book, accepted.client_order_id)).events
     assert filled.status is OrderStatus.FILLED
     assert filled.event_id == f"{accepted.client_order_id}.3"
     assert filled.px_fill == Decimal("64000")

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_kafka_options(run)
     run.add_argument("--group", default="execworker", help="consumer group id")
     run.add_argument("--transactional-prefix", help="transactional id prefix (default: the group)")
+    run.add_argument("--instance-id", help="static group membership id (one per replica; optional)")
+    run.add_argument("--session-timeout-ms", type=int, default=10_000, help="group session timeout")
+    run.add_argument("--resend-after-ms", type=int, default=7_000, help="resend a lost in-flight order after")
     run.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="outbox root directory")
     run.add_argument(
         "--executor",
@@ -88,6 +91,9 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             reconcile_interval_ms=args.reconcile_interval_ms,
+            group_instance_id=args.instance_id,
+            session_timeout_ms=args.session_timeout_ms,
+            resend_after_ms=args.resend_after_ms,
         )
     except ValidationError as exc:
         raise UsageError(f"invalid option: {exc}") from None
@@ -120,10 +126,16 @@ def executor_from(args: argparse.Namespace, settings: WorkerSettings) -> IExecut
     return BinanceExecutor(client, WallClock(), venue_name=settings.executor.value)
 
 
+def engine_from(args: argparse.Namespace, settings: WorkerSettings) -> ExecutionEngine:
+    executor = executor_from(args, settings)
+    # Live venues stamp intents with wall-clock time; backtests never read the wall clock.
+    return ExecutionEngine(executor, clock=WallClock() if executor.requires_intent else None)
+
+
 async def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     topics = topics_from(args)
-    engine = ExecutionEngine(executor_from(args, settings))
+    engine = engine_from(args, settings)
     worker = ExecWorker(settings, topics, engine)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

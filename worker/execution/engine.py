@@ -20,6 +20,7 @@ from worker.contract.orders import ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.execution.order_state import OrderBook
 from worker.execution.slippage import slippage_bps
+from worker.policy.clock import TimeProvider
 from worker.policy.gating import GateOutcome, GatePolicy, pre_trade_gate
 from worker.policy.ids import client_order_id, event_id
 from worker.policy.rounding import PriceRounding, RoundingError, align_order
@@ -45,6 +46,12 @@ class CommandResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconciled:
+    events: tuple[ExecEvent, ...] = ()
+    missing: bool = False  # the venue has no order with this id
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A command after the pure part: events decided already, and what is left to send."""
 
@@ -59,9 +66,13 @@ class Prepared:
 
 
 class ExecutionEngine:
-    def __init__(self, executor: IExecutor, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, executor: IExecutor, config: EngineConfig | None = None, clock: TimeProvider | None = None
+    ) -> None:
         self.executor = executor
         self.config = config or EngineConfig()
+        # Stamps intents (live only): how old an in-flight order is decides if it may be resent.
+        self.clock = clock
 
     async def handle(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
         """Both phases at once: for executors without outside effects, and for tests."""
@@ -132,7 +143,8 @@ class ExecutionEngine:
         )
         if not self.executor.requires_intent:
             return Prepared(order=order)
-        intent = ExecResult(status=OrderStatus.SUBMITTED, px_sent=order.px)
+        now = self.clock.now_ms() if self.clock is not None else None
+        intent = ExecResult(status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=now)
         return Prepared(events=self._emit(book, self._sent(book, order, intent)), order=order)
 
     async def send(self, book: OrderBook, prepared: Prepared) -> CommandResult:
@@ -148,35 +160,61 @@ class ExecutionEngine:
             return await self._send_change(book, prepared.change)
         return CommandResult(dropped=prepared.dropped)
 
-    async def reconcile(self, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
-        """Asks the venue about an order that is not finished here; records any news."""
+    async def reconcile(self, book: OrderBook, client_order_id: str) -> Reconciled:
+        """Asks the venue about an order that is not finished here; records any news.
+
+        An order the venue does not have is reported as `missing` and left as it is: the caller
+        decides whether it may be sent again (see `resend`) or must be given up (`give_up`).
+        """
         record = book.get(client_order_id)
         if record is None or is_terminal(record.status):
-            return ()
+            return Reconciled()
         last = record.last
         venue = await self.executor.query(client_order_id, last.symbol)
         if venue is None:
             if record.status is not OrderStatus.SUBMITTED:
                 log.error("order %s is %s here but unknown to the venue", client_order_id, record.status)
-            # Never reached the venue (or it was lost): final, and never sent again by us.
-            update: dict[str, object] = {"status": OrderStatus.REJECTED, "reason": "not_at_venue"}
-        elif venue.status is record.status and venue.qty_filled == last.qty_filled:
-            return ()
-        else:
-            update = {
-                "status": venue.status,
-                "reason": venue.reason,
-                "exchange_order_id": venue.exchange_order_id,
-                "px_fill": venue.px_fill,
-                "qty_filled": venue.qty_filled,
-                "ack_ts_ms": venue.ack_ts_ms,
-                "slippage_bps": slippage_bps(last.side, last.px_intent, venue.px_fill),
-            }
+            return Reconciled(missing=True)
+        if venue.status is record.status and venue.qty_filled == last.qty_filled:
+            return Reconciled()
+        update: dict[str, object] = {
+            "status": venue.status,
+            "reason": venue.reason,
+            "exchange_order_id": venue.exchange_order_id,
+            "px_fill": venue.px_fill,
+            "qty_filled": venue.qty_filled,
+            "ack_ts_ms": venue.ack_ts_ms,
+            "slippage_bps": slippage_bps(last.side, last.px_intent, venue.px_fill),
+        }
+        return Reconciled(self._follow_up(book, client_order_id, update))
+
+    async def resend(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
+        """Sends an in-flight order again, rebuilt from its source decision.
+
+        Only for an order the venue has confirmed it does not have, once any request sent before
+        a crash can no longer be accepted (the venue's recvWindow has passed).
+        """
+        rebuilt = self.prepare(OrderBook(), decision, source)
+        record = book.get(rebuilt.order.client_order_id) if rebuilt.order is not None else None
+        if rebuilt.order is None or record is None or record.status is not OrderStatus.SUBMITTED:
+            return CommandResult(dropped="resend_source_mismatch")
+        result = await self.executor.submit(rebuilt.order)
+        if result.status is OrderStatus.SUBMITTED:
+            return CommandResult(dropped="unknown_outcome")
+        return CommandResult(self._emit(book, self._sent(book, rebuilt.order, result)))
+
+    def give_up(self, book: OrderBook, client_order_id: str, reason: str) -> tuple[ExecEvent, ...]:
+        """Ends an in-flight order that cannot be sent again (its source is gone)."""
+        return self._follow_up(book, client_order_id, {"status": OrderStatus.REJECTED, "reason": reason})
+
+    def _follow_up(self, book: OrderBook, client_order_id: str, update: dict[str, object]) -> tuple[ExecEvent, ...]:
+        record = book.get(client_order_id)
+        assert record is not None
         update["event_id"] = event_id(client_order_id, record.events + 1)
         try:
-            return self._emit(book, last.model_copy(update=update))
+            return self._emit(book, record.last.model_copy(update=update))
         except IllegalTransition as exc:
-            log.error("reconcile %s: %s; venue state not applied", client_order_id, exc)
+            log.error("order %s: %s; venue state not applied", client_order_id, exc)
             return ()
 
     def _prepare_change(self, book: OrderBook, decision: Decision) -> Prepared:

@@ -17,6 +17,12 @@ class WorkerSettings(BaseModel):
     topics_file: Path = Path("topics.yaml")
     schemas_dir: Path = Path("schemas")  # Avro topics take their schema ids from here
     group_id: str = Field(default="execworker", min_length=1)
+    # Static membership (KIP-345): a restarted worker with the same instance id takes its
+    # partitions back at once instead of waiting for a rebalance. One id per replica.
+    group_instance_id: str | None = None
+    # How long the group waits for a silent member (a killed one) before reassigning its
+    # partitions. 10 s is aiokafka's default; the broker refuses values under 6 s.
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     # Transactional ids are `{prefix}-p{partition}`: one per input partition, stable across
     # restarts, so a restarted or rebalanced owner fences the previous one (aiokafka has no
     # KIP-447 generation fencing; the transactional id is the only fence).
@@ -43,6 +49,10 @@ class WorkerSettings(BaseModel):
     venue_concurrency: int = Field(default=16, ge=1, le=1_000)
     # How often resting and unknown-outcome orders are re-checked with the venue.
     reconcile_interval_ms: int = Field(default=1_000, ge=50)
+    # An in-flight order the venue does not have is sent again only this long after its intent:
+    # the venue's recvWindow (5 s) plus margin, after which a request from before a crash is
+    # refused by the venue (-1021) and cannot create a second order.
+    resend_after_ms: int = Field(default=7_000, ge=0)
     # Producer transaction timeout: how long the broker waits before aborting the transaction of
     # a worker that died mid-batch (and so how long its partitions' consumers wait after a kill).
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)

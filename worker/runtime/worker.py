@@ -29,11 +29,12 @@ from aiokafka.structs import ConsumerRecord
 from worker.codec.errors import DecodeError, ErrorClass
 from worker.codec.json_codec import encode_json
 from worker.codec.wire import JsonWire
+from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
 from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
-from worker.execution.order_state import OrderBook
+from worker.execution.order_state import OrderBook, OrderRecord
 from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile, codec_for
@@ -119,6 +120,10 @@ class ExecWorker:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self.settings.max_batch,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            group_instance_id=self.settings.group_instance_id,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            # Heartbeats at a third of the session timeout, as Kafka recommends.
+            heartbeat_interval_ms=self.settings.session_timeout_ms // 3,
         )
         self._consumer = consumer
         await consumer.start()
@@ -211,8 +216,10 @@ class ExecWorker:
             for owner in list(self._owners.values()):
                 await self.reconcile(owner)
 
-    def open_orders(self) -> int:
-        return sum(len(owner.book.open_orders()) for owner in self._owners.values())
+    def in_flight(self) -> int:
+        return sum(
+            1 for owner in self._owners.values() for r in owner.book.open_orders() if r.status is OrderStatus.SUBMITTED
+        )
 
     async def _drained(self, consumer: AIOKafkaConsumer) -> bool:
         assignment = consumer.assignment()
@@ -224,8 +231,9 @@ class ExecWorker:
             lag = max(0, ends[tp] - await consumer.position(tp))
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
             behind += lag
-        # Drained means no input left and no order still waiting for the venue's final word.
-        return behind == 0 and self.open_orders() == 0
+        # Drained: no input left, and no order whose fate at the venue is still unknown (orders
+        # resting on the venue's book are not waited for).
+        return behind == 0 and self.in_flight() == 0
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -318,6 +326,7 @@ class ExecWorker:
             log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
             owner.book.rollback()
             self._owners.pop(owner.partition, None)
+            await owner.producer.stop()
             self.metrics.batches.labels("fenced").inc()
             await self.mirror.drain(owner.partition)
             return False
@@ -332,27 +341,66 @@ class ExecWorker:
         return True
 
     async def reconcile(self, owner: PartitionOwner) -> int:
-        """Asks the venue about every unfinished order of a partition; commits what changed."""
-        open_ids = [record.last.client_order_id for record in owner.book.open_orders()]
+        """Asks the venue about every unfinished order of a partition; commits what changed.
+
+        An order still SUBMITTED that the venue does not have was lost in a crash between the
+        intent and the send. Once the venue's recvWindow has passed (no request sent before the
+        crash can be accepted any more) it is rebuilt from its source decision and sent again.
+        """
+        records = owner.book.open_orders()
         owner.reconcile_due = False
-        if not open_ids:
+        if not records:
             return 0
         limit = asyncio.Semaphore(self.settings.venue_concurrency)
+        now_ms = time.time_ns() // 1_000_000
 
-        async def one(client_order_id: str) -> tuple[ExecEvent, ...]:
+        async def one(record: OrderRecord) -> tuple[ExecEvent, ...]:
+            coid = record.last.client_order_id
             async with limit:
                 try:
-                    return await self.engine.reconcile(owner.book, client_order_id)
+                    outcome = await self.engine.reconcile(owner.book, coid)
+                    if not outcome.missing:
+                        return outcome.events
+                    if record.status is not OrderStatus.SUBMITTED:
+                        return self.engine.give_up(owner.book, coid, "not_at_venue")
+                    if now_ms - (record.last.sent_ts_ms or 0) < self.settings.resend_after_ms:
+                        owner.reconcile_due = True
+                        return ()  # a request sent before a crash could still arrive: wait
+                    decision = await self._source_decision(record.last.source)
+                    if decision is None:
+                        return self.engine.give_up(owner.book, coid, "not_at_venue_source_gone")
+                    result = await self.engine.resend(owner.book, decision, record.last.source)
+                    if result.dropped:
+                        owner.reconcile_due = True
+                    return result.events
                 except Exception as exc:  # the venue is unreachable: try again next round
-                    log.warning("reconcile %s failed: %s", client_order_id, exc)
+                    log.warning("reconcile %s failed: %s", coid, exc)
                     owner.reconcile_due = True
                     return ()
 
-        news = [e for events in await asyncio.gather(*(one(c) for c in open_ids)) for e in events]
+        news = [e for events in await asyncio.gather(*(one(r) for r in records)) for e in events]
         if news and await self._transact(owner, news, [], {}):
             self._account(0, news, [], [])
             self.metrics.reconciled.inc(len(news))
         return len(news)
+
+    async def _source_decision(self, source: SourceRef) -> Decision | None:
+        """Reads one input record again by its coordinates (None if gone or unreadable)."""
+        consumer = self.kafka.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(source.topic, source.partition)
+            consumer.assign([tp])
+            consumer.seek(tp, source.offset)
+            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
+            for record in batch.get(tp, []):
+                if record.offset == source.offset:
+                    return self._decode(record)
+            return None
+        except DecodeError:
+            return None
+        finally:
+            await consumer.stop()
 
     def _decode(self, record: Record) -> Decision:
         decision = self.input_codec.decode(Decision, record.value)
@@ -379,7 +427,6 @@ class ExecWorker:
             else [self.exec_codec.encode(event) for event in events]
         )
         await producer.begin_transaction()
-        committed = False
         try:
             exec_batches = await send_to_partition(
                 producer,
@@ -398,10 +445,11 @@ class ExecWorker:
             exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
             await asyncio.gather(*(future for future, _ in dlq_batches))
             await producer.commit_transaction()
-            committed = True
-        finally:
-            if not committed:
-                await _quiet_abort(producer)
+        except ProducerFenced:
+            raise  # a fenced producer cannot abort; the new owner's init_transactions did
+        except BaseException:
+            await _quiet_abort(producer)
+            raise
         next_exec_offset = None
         if exec_batches:
             next_exec_offset = exec_meta[-1].offset + exec_batches[-1][1]
@@ -439,7 +487,9 @@ class ExecWorker:
 async def _quiet_abort(producer: AIOKafkaProducer) -> None:
     try:
         await producer.abort_transaction()
-    except KafkaError as exc:  # a fenced or broken producer cannot abort; the broker will
+    except (KafkaError, AssertionError) as exc:
+        # A producer in a fatal state cannot abort (aiokafka asserts on the state change); the
+        # broker aborts the transaction when it times out or the next owner starts.
         log.warning("abort failed: %s", exc)
 
 

@@ -225,7 +225,17 @@ class SandboxExchange:
                 }
             )
         headers = self._rate_headers(_WEIGHTS["exchangeInfo"], False)
-        return web.json_response({"timezone": "UTC", "symbols": symbols}, headers=headers)
+        rate_limits = [
+            {
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": "MINUTE",
+                "intervalNum": 1,
+                "limit": self.limits.weight_per_minute,
+            },
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": self.limits.orders_per_10s},
+        ]
+        body = {"timezone": "UTC", "rateLimits": rate_limits, "symbols": symbols}
+        return web.json_response(body, headers=headers)
 
     async def _new_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:POST", self._place)

@@ -9,6 +9,7 @@ Every failure becomes one of three things the executor can act on safely:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class BinanceClient:
         self._recv_window_ms = recv_window_ms
         self.budget = budget or RateBudget()
         self._session: aiohttp.ClientSession | None = None
+        self._limits_loaded = False
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -120,10 +122,32 @@ class BinanceClient:
             await self._session.close()
             self._session = None
 
+    async def load_limits(self) -> None:
+        """Takes the venue's published rate limits (exchangeInfo `rateLimits`) as the budget."""
+        session = await self._http()
+        try:
+            async with session.get(f"{self.base_url}/api/v3/exchangeInfo") as response:
+                info = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("venue limits unknown (%s); assuming Binance spot defaults", exc)
+            return
+        for limit in info.get("rateLimits", []):
+            kind, interval, number = limit.get("rateLimitType"), limit.get("interval"), limit.get("intervalNum")
+            if kind == "ORDERS" and interval == "SECOND" and number == 10:
+                self.budget.orders_limit_10s = int(limit["limit"])
+            elif kind == "REQUEST_WEIGHT" and interval == "MINUTE" and number == 1:
+                self.budget.weight_limit_1m = int(limit["limit"])
+        self._limits_loaded = True
+
     async def call(self, method: str, path: str, params: dict[str, str]) -> dict[str, Any]:
         """One signed request; raises NotSent / UnknownOutcome / VenueRejected."""
+        if not self._limits_loaded:
+            self._limits_loaded = True
+            await self.load_limits()
         if method != "GET" and (wait := self.budget.wait_before_order_s()) > 0:
-            raise NotSent(f"rate budget spent; wait {wait:.1f}s", retry_after_s=wait)
+            # Waiting for the venue's window is not a failed try: the order has not been sent.
+            log.info("order rate budget spent; holding orders for %.1fs", wait)
+            await asyncio.sleep(wait)
         signed = {
             **params,
             "recvWindow": str(self._recv_window_ms),

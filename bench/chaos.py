@@ -1,0 +1,377 @@
+"""Chaos run: kill -9, rebalances and a broker restart against the real broker and the sandbox
+venue with faults on; then prove nothing was lost and nothing was done twice.
+
+    make chaos                      # full size: 10k decisions, 12 partitions, 3 workers, 20 kills
+    python -m bench.chaos --decisions 2000 --kills 5 ...
+
+Every process is real: a private Apache Kafka (ops/kafka on its own port and directory, so it
+can be restarted), `execworker sandbox-exchange` with seeded faults, `execworker run` workers in
+one consumer group with static membership. The schedule of kills and restarts is drawn from a
+seeded generator; timing still varies run to run, which is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import ClientSession
+
+from examples.gen_decisions import SYMBOLS, decisions
+from worker.contract.enums import OrderStatus
+from worker.contract.state_machine import is_terminal
+from worker.io.kafka import KafkaConfig, read_committed_topic
+from worker.io.outbox import Outbox
+from worker.io.topics import apply_topics, load_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = str(ROOT / "ops" / "kafka")
+DEFAULT_FAULTS = (
+    "latency=1-5ms,timeout_before=0.01,timeout_after=0.01,5xx=0.01,5xx_after=0.01,429=0.01,drop=0.01,hang=2s"
+)
+
+
+@dataclass
+class ChaosConfig:
+    decisions: int = 10_000
+    partitions: int = 12
+    workers: int = 3
+    kills: int = 20
+    graceful_restarts: int = 6
+    broker_restart: bool = True
+    faults: str = DEFAULT_FAULTS
+    seed: int = 7
+    max_batch: int = 50
+    pause_s: tuple[float, float] = (0.5, 2.0)  # between chaos actions
+
+
+@dataclass
+class ChaosReport:
+    config: dict[str, Any]
+    decisions: int = 0
+    kills: int = 0
+    graceful_restarts: int = 0
+    broker_restarts: int = 0
+    venue_orders: int = 0
+    exec_events: int = 0
+    terminal_by_status: dict[str, int] = field(default_factory=dict)
+    accepted_twice: int = 0  # venue orders created twice for one client order id
+    terminal_twice: int = 0  # client order ids with two terminal exec-events
+    lost: int = 0  # decisions with no terminal exec-event
+    missing_at_venue: int = 0  # orders reported as at the venue that the venue never saw
+    outbox_missing: int = 0
+    outbox_extra: int = 0
+    parts_left: int = 0
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.accepted_twice
+            or self.terminal_twice
+            or self.lost
+            or self.missing_at_venue
+            or self.outbox_missing
+            or self.outbox_extra
+            or self.parts_left
+        )
+
+
+def _free_port_pair() -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise RuntimeError("no free port pair for the private broker")
+
+
+class PrivateBroker:
+    """A broker of our own (port, directory) so the run can restart it without hurting others."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = _free_port_pair()
+        self.env = {**os.environ, "EXECWORKER_KAFKA_PORT": str(self.port), "EXECWORKER_KAFKA_HOME": str(home)}
+        self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _ops(self, verb: str) -> None:
+        subprocess.run([OPS, verb], env=self.env, check=True, capture_output=True, timeout=180)
+
+    def up(self) -> None:
+        self._ops("up")
+
+    def down(self) -> None:
+        self._ops("down")
+
+
+def chaos_decisions(count: int, seed: int) -> list[dict[str, Any]]:
+    """The sample generator's decisions, all IOC or MARKET: every order ends at once at the venue."""
+    out = []
+    for decision in decisions(count, seed):
+        if decision["order_type"] == "LIMIT":
+            decision["tif"] = "IOC"
+        out.append(decision)
+    return out
+
+
+async def _produce(kafka: KafkaConfig, topic: str, values: list[dict[str, Any]], partitions: int) -> None:
+    producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
+    await producer.start()
+    try:
+        futures = []
+        for index, value in enumerate(values):
+            futures.append(
+                await producer.send(
+                    topic, value=orjson.dumps(value), key=value["symbol"].encode(), partition=index % partitions
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child for its whole life
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = None) -> ChaosReport:
+    report = ChaosReport(config=asdict(config))
+    rng = random.Random(config.seed)
+    started = time.monotonic()
+    broker: PrivateBroker | None = None
+    if bootstrap is None:
+        broker = PrivateBroker(workdir / "kafka")
+        broker.up()
+        bootstrap = broker.address
+    kafka = KafkaConfig(bootstrap)
+    await kafka.check_reachable()
+
+    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
+    suffix = uuid.uuid4().hex[:8]
+    for role, spec in raw["topics"].items():
+        spec["name"] = f"{spec['name']}.chaos{suffix}"
+        if role in ("decisions", "signals", "exec_events", "dlq"):
+            spec["partitions"] = config.partitions
+    topics_path = workdir / "topics.yaml"
+    topics_path.write_text(yaml.safe_dump(raw))
+    topics = load_topics(topics_path)
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        await apply_topics(admin, topics)
+    finally:
+        await admin.close()
+
+    values = chaos_decisions(config.decisions, config.seed)
+    report.decisions = len(values)
+    await _produce(kafka, topics.role("decisions").name, values, config.partitions)
+
+    prices = workdir / "prices.json"
+    prices.write_text(json.dumps({symbol: start for symbol, start, *_ in SYMBOLS}))
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "sandbox-exchange",
+            "--port",
+            "0",
+            "--seed",
+            str(config.seed),
+            "--faults",
+            config.faults,
+            "--prices",
+            str(prices),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(workdir / "sandbox.log", "ab"),  # noqa: SIM115
+    )
+    assert sandbox.stdout is not None
+    url = sandbox.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+
+    group = f"chaos-{suffix}"
+    outbox = workdir / "outbox"
+    common = [
+        "run",
+        "--executor",
+        "sandbox",
+        "--venue-url",
+        url,
+        "--bootstrap-servers",
+        bootstrap,
+        "--topics",
+        str(topics_path),
+        "--group",
+        group,
+        "--outbox",
+        str(outbox),
+        "--metrics-port",
+        "0",
+        "--max-batch",
+        str(config.max_batch),
+        "--reconcile-interval-ms",
+        "200",
+        "--session-timeout-ms",
+        "6000",
+        "--venue-timeout-s",
+        "1",
+    ]
+
+    def start(index: int) -> subprocess.Popen[bytes]:
+        return _spawn([*common, "--instance-id", f"w{index}"], workdir / f"worker{index}.log")
+
+    workers = {i: start(i) for i in range(config.workers)}
+    actions = ["kill"] * config.kills + ["restart"] * config.graceful_restarts
+    rng.shuffle(actions)
+    if config.broker_restart and broker is not None:
+        actions.insert(len(actions) // 2, "broker")
+    try:
+        for action in actions:
+            await asyncio.sleep(rng.uniform(*config.pause_s))
+            index = rng.randrange(config.workers)
+            if action == "kill":
+                workers[index].send_signal(signal.SIGKILL)
+                workers[index].wait(timeout=30)
+                workers[index] = start(index)
+                report.kills += 1
+            elif action == "restart":
+                workers[index].send_signal(signal.SIGTERM)
+                workers[index].wait(timeout=60)
+                workers[index] = start(index)
+                report.graceful_restarts += 1
+            else:
+                assert broker is not None
+                broker.down()
+                await asyncio.sleep(1.0)
+                broker.up()
+                report.broker_restarts += 1
+        for worker in workers.values():
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers.values():
+            worker.wait(timeout=120)
+        final = _spawn([*common, "--until-drained"], workdir / "final.log")
+        final.wait(timeout=600)
+        if final.returncode != 0:
+            raise RuntimeError(f"final worker exited {final.returncode}; see {workdir / 'final.log'}")
+
+        async with ClientSession() as session, session.get(f"{url}/sandbox/ledger") as response:
+            ledger_body = await response.json()
+        await _check(report, kafka, topics.role("exec_events").name, values, ledger_body, outbox)
+    finally:
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.kill()
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.wait(timeout=30)
+        if broker is not None:
+            broker.down()
+    report.wall_s = round(time.monotonic() - started, 1)
+    return report
+
+
+async def _check(
+    report: ChaosReport,
+    kafka: KafkaConfig,
+    exec_topic: str,
+    values: list[dict[str, Any]],
+    ledger_body: dict[str, Any],
+    outbox_dir: Path,
+) -> None:
+    ledger = {entry["client_order_id"]: entry for entry in ledger_body["orders"]}
+    report.venue_orders = len(ledger)
+    report.faults_injected = ledger_body.get("faults", {})
+    report.accepted_twice = sum(1 for entry in ledger.values() if entry["accepts"] > 1)
+
+    records = await read_committed_topic(kafka, exec_topic)
+    report.exec_events = len(records)
+    terminal_by_order: Counter[str] = Counter()
+    terminal_rows: set[str] = set()
+    final: dict[str, dict[str, Any]] = {}
+    for record in records:
+        event = orjson.loads(record.value)
+        if is_terminal(OrderStatus(event["status"])):
+            terminal_by_order[event["client_order_id"]] += 1
+            terminal_rows.add(event["signal_row_id"])
+            final[event["client_order_id"]] = event
+    report.terminal_twice = sum(1 for count in terminal_by_order.values() if count > 1)
+    report.lost = sum(1 for value in values if value["signal_row_id"] not in terminal_rows)
+    report.terminal_by_status = dict(Counter(e["status"] for e in final.values()))
+    # An order that ended FILLED or EXPIRED, or that the venue rejected, must be in the ledger.
+    for coid, event in final.items():
+        venue_said = event["status"] in ("FILLED", "EXPIRED", "CANCELED") or (event["reason"] or "").startswith(
+            "venue:"
+        )
+        if venue_said and coid not in ledger:
+            report.missing_at_venue += 1
+
+    outbox = Outbox(outbox_dir)
+    lines = Counter(outbox.iter_lines())
+    topic_lines = Counter(r.value for r in records)
+    report.outbox_missing = sum((topic_lines - lines).values())
+    report.outbox_extra = sum((lines - topic_lines).values())
+    report.parts_left = len(outbox.leftover_parts())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="execworker chaos run (real broker, sandbox venue)")
+    defaults = ChaosConfig()
+    parser.add_argument("--decisions", type=int, default=defaults.decisions)
+    parser.add_argument("--partitions", type=int, default=defaults.partitions)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--kills", type=int, default=defaults.kills)
+    parser.add_argument("--restarts", type=int, default=defaults.graceful_restarts)
+    parser.add_argument("--no-broker-restart", action="store_true")
+    parser.add_argument("--faults", default=defaults.faults)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
+    args = parser.parse_args()
+    config = ChaosConfig(
+        decisions=args.decisions,
+        partitions=args.partitions,
+        workers=args.workers,
+        kills=args.kills,
+        graceful_restarts=args.restarts,
+        broker_restart=not args.no_broker_restart,
+        faults=args.faults,
+        seed=args.seed,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="execworker-chaos-"))
+    report = asyncio.run(run_chaos(config, workdir))
+    text = json.dumps({**asdict(report), "ok": report.ok}, indent=2)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(text + "\n")
+    print(text)
+    print(f"logs: {workdir}")
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
