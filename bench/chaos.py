@@ -94,22 +94,34 @@ class ChaosReport:
         )
 
 
-def _free_port_pair() -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+def free_port_pair() -> int:
+    """Two free neighbouring ports (client, controller) below Linux's ephemeral range.
+
+    Ports handed out by the OS (bind to 0) come from the ephemeral range, where outgoing
+    connections may take the neighbour (or the port itself, at a restart) at any moment.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        if all(_bindable(p) for p in (port, port + 1)):
+            return port
     raise RuntimeError("no free port pair for the private broker")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class PrivateBroker:
     """A broker of our own (port, directory) so the run can restart it without hurting others."""
 
     def __init__(self, home: Path) -> None:
-        self.port = _free_port_pair()
+        self.port = free_port_pair()
         self.env = {**os.environ, "EXECWORKER_KAFKA_PORT": str(self.port), "EXECWORKER_KAFKA_HOME": str(home)}
         self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         self.address = f"127.0.0.1:{self.port}"

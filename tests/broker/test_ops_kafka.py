@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
+from bench.chaos import free_port_pair
 from tests.broker.helpers import ROOT
 
 OPS = str(ROOT / "ops" / "kafka")
-
-
-def free_port_pair() -> int:
-    # The broker needs port and port + 1 (controller); find two free neighbours.
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise RuntimeError("no free port pair")
 
 
 def test_up_twice_status_down(tmp_path: Path) -> None:
