@@ -181,6 +181,64 @@ async def bench_latency(kafka: KafkaConfig, workdir: Path, rate: int, seconds: i
     }
 
 
+async def bench_venue(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str, Any]:
+    """The exactly-once pipeline with a venue: intent txn, HTTP to the sandbox, answer txn."""
+    import random as _random
+    from decimal import Decimal
+
+    from aiohttp import web
+
+    from bench.chaos import chaos_decisions
+    from examples.gen_decisions import SYMBOLS
+    from worker.execution.binance.client import BinanceClient, VenueCredentials
+    from worker.execution.binance.executor import BinanceExecutor
+    from worker.policy.clock import WallClock
+    from worker.sandbox.faults import FaultPlan
+    from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
+    from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
+
+    market = Market(DEFAULT_SYMBOLS, _random.Random(0), {s: Decimal(p) for s, p, *_ in SYMBOLS})
+    exchange = SandboxExchange(market, FaultPlan.parse(None), 0)
+    runner = web.AppRunner(exchange.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    path, topics = await fresh_topics(kafka, workdir)
+    try:
+        values = [orjson.dumps(d) for d in chaos_decisions(count, seed=404)]
+        await produce_all(kafka, topics.role("decisions").name, values)
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        settings = WorkerSettings(
+            bootstrap_servers=kafka.bootstrap_servers,
+            topics_file=path,
+            group_id=group,
+            transactional_prefix=group,
+            outbox_dir=workdir / "outbox-venue",
+            until_drained=True,
+            metrics_port=0,
+        )
+        executor = BinanceExecutor(
+            BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), WallClock(), venue_name="sandbox"
+        )
+        worker = ExecWorker(settings, topics, ExecutionEngine(executor, clock=WallClock()))
+        started = time.perf_counter()
+        summary = await worker.run()
+        elapsed = time.perf_counter() - started
+        orders = len(exchange.ledger)
+        return {
+            "decisions": count,
+            "venue_orders": orders,
+            "seconds": round(elapsed, 2),
+            "decisions_per_s": round(count / elapsed),
+            "venue_orders_per_s": round(orders / elapsed),
+            "transactions": summary.transactions,
+            "exec_events": summary.events,
+        }
+    finally:
+        await runner.cleanup()
+        await drop_topics(kafka, topics)
+
+
 def bench_outbox(workdir: Path, count: int, batch: int) -> dict[str, Any]:
     outbox = Outbox(workdir / "outbox-bench")
     symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT")
@@ -235,13 +293,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "broker": kafka.bootstrap_servers,
             }
         }
-        wanted = set(args.only.split(",")) if args.only else {"decode", "outbox", "throughput", "latency"}
+        wanted = set(args.only.split(",")) if args.only else {"decode", "outbox", "throughput", "venue", "latency"}
         if "decode" in wanted:
             results["decode"] = bench_decode(args.decode_count)
         if "outbox" in wanted:
             results["outbox"] = bench_outbox(workdir, args.outbox_count, batch=500)
         if "throughput" in wanted:
             results["throughput"] = await bench_throughput(kafka, workdir, args.count)
+        if "venue" in wanted:
+            results["venue"] = await bench_venue(kafka, workdir, args.venue_count)
         if "latency" in wanted:
             results["latency"] = await bench_latency(kafka, workdir, args.rate, args.seconds)
         return results
@@ -255,8 +315,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000, help="msg/s for the latency run")
     parser.add_argument("--seconds", type=int, default=20, help="duration of the latency run")
     parser.add_argument("--outbox-count", type=int, default=100_000)
+    parser.add_argument("--venue-count", type=int, default=10_000, help="decisions for the venue run")
     parser.add_argument("--decode-count", type=int, default=20_000)
-    parser.add_argument("--only", help="comma-separated subset: decode,outbox,throughput,latency")
+    parser.add_argument("--only", help="comma-separated subset: decode,outbox,throughput,venue,latency")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -43,13 +43,15 @@ async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[To
     """Makes a private copy of topics.yaml (random suffix, optional format overrides) and its topics."""
     created: list[TestTopics] = []
 
-    async def make(**formats: str) -> TestTopics:
+    async def make(partitions: int | None = None, **formats: str) -> TestTopics:
         suffix = uuid.uuid4().hex[:8]
         raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
         for role, spec in raw["topics"].items():
             spec["name"] = f"{spec['name']}.{suffix}"
             if role in formats:
                 spec["format"] = formats[role]
+            if partitions is not None and role in ("decisions", "signals", "exec_events", "dlq"):
+                spec["partitions"] = partitions
         path = tmp_path / f"topics-{suffix}.yaml"
         path.write_text(yaml.safe_dump(raw))
         file = load_topics(path)

@@ -15,6 +15,7 @@ from worker import __version__
 from worker.cli import (
     dlq_cmd,
     produce_cmd,
+    replay_cmd,
     run_cmd,
     sandbox_cmd,
     schemas_cmd,
@@ -32,7 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"execworker {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for module in (topics_cmd, run_cmd, produce_cmd, tail_cmd, verify_cmd, schemas_cmd, dlq_cmd, sandbox_cmd):
+    for module in (
+        topics_cmd,
+        run_cmd,
+        replay_cmd,
+        produce_cmd,
+        tail_cmd,
+        verify_cmd,
+        schemas_cmd,
+        dlq_cmd,
+        sandbox_cmd,
+    ):
         module.register(sub)
     return parser
 

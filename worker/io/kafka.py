@@ -85,17 +85,42 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def read_committed_topic(config: KafkaConfig, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every committed record of `topic` up to its current end (read_committed), by partition."""
+async def read_committed_topic(
+    config: KafkaConfig,
+    topic: str,
+    ranges: dict[int, tuple[int | None, int | None]] | None = None,
+    from_ts_ms: int | None = None,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Committed records of `topic` (read_committed), partition by partition, without a group.
+
+    `ranges` limits partitions and offsets ({partition: (first, last)}, inclusive, None = open);
+    `from_ts_ms` starts each partition at the first record at or after that time. The end is the
+    partition's end when the read starts: records written meanwhile are not waited for.
+    """
     consumer = config.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = await topic_partitions(consumer, topic)
+        tps = [tp for tp in await topic_partitions(consumer, topic) if ranges is None or tp.partition in ranges]
         consumer.assign(tps)
+        # seek_to_beginning before end_offsets: the other order leaves positions at the end
+        # (observed with aiokafka 0.14).
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
+        if from_ts_ms is not None:
+            found = await consumer.offsets_for_times({tp: from_ts_ms for tp in tps})
+            for tp in tps:
+                if found.get(tp) is None:
+                    consumer.seek(tp, ends[tp])  # nothing that recent
+                else:
+                    consumer.seek(tp, found[tp].offset)
+        for tp in tps:
+            first, last = (ranges or {}).get(tp.partition, (None, None))
+            if first is not None:
+                consumer.seek(tp, first)
+            if last is not None:
+                ends[tp] = min(ends[tp], last + 1)
         out: list[ConsumerRecord[bytes, bytes]] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
+        remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
             for tp, records in batches.items():
