@@ -304,6 +304,9 @@ class ExecWorker:
         """Executes orders concurrently (bounded), results in input order."""
         if not prepared:
             return []
+        if not self.engine.executor.requires_intent:
+            # Nothing to wait for (the backtest answers at once): a plain loop is ~2x cheaper.
+            return [await self.engine.send(owner.book, item) for item in prepared]
         limit = asyncio.Semaphore(self.settings.venue_concurrency)
 
         async def one(item: Prepared) -> CommandResult:
