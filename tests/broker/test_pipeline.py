@@ -120,3 +120,27 @@ async def test_a_lost_outbox_is_rebuilt_from_the_topic(kafka: KafkaConfig, topic
     await run_until_drained(kafka, topics, group, tmp_path / "second")
     events = await read_records(kafka, topics.name("exec_events"))
     assert Counter(Outbox(tmp_path / "second").iter_lines()) == Counter(v for _, _, v in events)
+
+
+async def test_commit_interval_gathers_fewer_larger_transactions(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    good = sample(300, seed=14)
+    await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in good])
+    settings = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=topics.path,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        outbox_dir=tmp_path / "outbox",
+        until_drained=True,
+        metrics_port=0,
+        max_batch=1_000,
+        commit_interval_ms=500,
+    )
+    worker = ExecWorker(settings, topics.file, ExecutionEngine(BacktestExecutor(Rng(0))))
+    summary = await asyncio.wait_for(worker.run(), timeout=120)
+    assert summary.events == len(good)
+    # All input was there before the start: gathered for 500 ms, it fits one batch, so one
+    # transaction per partition that has data.
+    partitions_with_data = {p for p, _, _ in await read_records(kafka, topics.name("decisions"))}
+    assert summary.transactions == len(partitions_with_data)

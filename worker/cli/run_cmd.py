@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--reconcile-interval-ms", type=int, default=1000, help="re-check open orders this often")
     run.add_argument("--max-batch", type=int, default=500, help="records per transaction")
     run.add_argument("--poll-timeout-ms", type=int, default=100, help="max wait for input per poll")
+    run.add_argument(
+        "--commit-interval-ms", type=int, default=0, help="gather a batch for up to this long (0 = one poll)"
+    )
     run.add_argument("--symbols", help="comma-separated allow-list; other symbols go to the DLQ")
     run.add_argument("--until-drained", action="store_true", help="exit once all input is processed")
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
@@ -86,6 +89,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             seed=args.seed,
             max_batch=args.max_batch,
             poll_timeout_ms=args.poll_timeout_ms,
+            commit_interval_ms=args.commit_interval_ms,
             symbols=symbols,
             until_drained=args.until_drained,
             metrics_port=args.metrics_port,
