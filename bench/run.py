@@ -102,7 +102,24 @@ async def bench_throughput(kafka: KafkaConfig, workdir: Path, count: int) -> dic
         summary = await worker.run()
         elapsed = time.perf_counter() - started
         assert summary.events == count, (summary.events, count)
+        # State rebuild on assignment: fold the whole exec-events topic again (fresh outbox).
+        from worker.codec.wire import JsonWire
+        from worker.runtime.recovery import rebuild_partitions
+
+        rebuild_started = time.perf_counter()
+        rebuilt = await rebuild_partitions(
+            kafka,
+            topics.role("exec_events").name,
+            JsonWire(),
+            list(range(topics.role("exec_events").partitions)),
+            Outbox(workdir / "outbox-rebuild"),
+        )
+        rebuild_s = time.perf_counter() - rebuild_started
+        events_read = sum(r.events_read for r in rebuilt.values())
         return {
+            "rebuild_events": events_read,
+            "rebuild_seconds": round(rebuild_s, 2),
+            "rebuild_events_per_s": round(events_read / rebuild_s),
             "decisions": count,
             "seconds": round(elapsed, 2),
             "decisions_per_s": round(count / elapsed),
@@ -264,6 +281,22 @@ def bench_outbox(workdir: Path, count: int, batch: int) -> dict[str, Any]:
     }
 
 
+async def bench_replay(count: int) -> dict[str, Any]:
+    """Replay from memory (as read from a file): decode, canonical sort, engine, digest."""
+    from worker.runtime.replay import replay
+
+    values = [orjson.dumps(d) for d in decisions(count, seed=505)]
+    started = time.perf_counter()
+    result = await replay(ExecutionEngine(BacktestExecutor(Rng(0))), values)
+    elapsed = time.perf_counter() - started
+    return {
+        "decisions": count,
+        "seconds": round(elapsed, 2),
+        "decisions_per_s": round(count / elapsed),
+        "digest": result.digest[:16],
+    }
+
+
 def bench_decode(count: int) -> dict[str, Any]:
     values = [orjson.dumps(d) for d in decisions(count, seed=303)]
     best = float("inf")
@@ -293,9 +326,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "broker": kafka.bootstrap_servers,
             }
         }
-        wanted = set(args.only.split(",")) if args.only else {"decode", "outbox", "throughput", "venue", "latency"}
+        wanted = (
+            set(args.only.split(",")) if args.only else {"decode", "replay", "outbox", "throughput", "venue", "latency"}
+        )
         if "decode" in wanted:
             results["decode"] = bench_decode(args.decode_count)
+        if "replay" in wanted:
+            results["replay"] = await bench_replay(args.replay_count)
         if "outbox" in wanted:
             results["outbox"] = bench_outbox(workdir, args.outbox_count, batch=500)
         if "throughput" in wanted:
@@ -315,9 +352,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000, help="msg/s for the latency run")
     parser.add_argument("--seconds", type=int, default=20, help="duration of the latency run")
     parser.add_argument("--outbox-count", type=int, default=100_000)
+    parser.add_argument("--replay-count", type=int, default=50_000, help="decisions for the replay run")
     parser.add_argument("--venue-count", type=int, default=10_000, help="decisions for the venue run")
     parser.add_argument("--decode-count", type=int, default=20_000)
-    parser.add_argument("--only", help="comma-separated subset: decode,outbox,throughput,venue,latency")
+    parser.add_argument("--only", help="comma-separated subset: decode,replay,outbox,throughput,venue,latency")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
