@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.cli.run_cmd import policy_from
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import read_committed_topic
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--out", type=Path, help="write the outbox layout (ready/exec_events/...) here")
     parser.add_argument("--to-topic", help="also publish the exec-events to this topic")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated latency")
+    parser.add_argument("--modes", type=Path, help="strategy modes file; modes follow sim-time")
     add_kafka_options(parser)
     parser.set_defaults(handler=run_replay)
 
@@ -60,7 +62,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         topic = resolve_topic(topics_from(args), args.from_topic)
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
         values = [record.value for record in records]
-    engine = ExecutionEngine(BacktestExecutor(Rng(args.seed)))
+    engine = ExecutionEngine(BacktestExecutor(Rng(args.seed)), policy=policy_from(args))
     result = await replay(engine, values, args.out)
     if args.to_topic:
         kafka = kafka_from(args)
@@ -83,5 +85,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         print("  undecodable input: " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())))
     if args.out:
         print(f"outbox: {args.out}/ready/exec_events/")
+    for switch in engine.mode_switches:
+        print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
     print(f"sha256:{result.digest}")
     return 0

@@ -19,6 +19,8 @@ from worker.execution.binance.client import BinanceClient, VenueCredentials
 from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.policy.clock import WallClock
+from worker.policy.modes import ModesConfigError, load_modes
+from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.worker import ExecWorker
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"executor: {', '.join(e.value for e in AVAILABLE_EXECUTORS)}",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the simulated latency model")
+    run.add_argument("--modes", type=Path, help="strategy modes file (examples/modes.yaml); default: one mode")
     run.add_argument(
         "--venue-url",
         help="venue base URL for --executor sandbox|binance (sandbox default: http://127.0.0.1:8765)",
@@ -133,7 +136,16 @@ def executor_from(args: argparse.Namespace, settings: WorkerSettings) -> IExecut
 def engine_from(args: argparse.Namespace, settings: WorkerSettings) -> ExecutionEngine:
     executor = executor_from(args, settings)
     # Live venues stamp intents with wall-clock time; backtests never read the wall clock.
-    return ExecutionEngine(executor, clock=WallClock() if executor.requires_intent else None)
+    return ExecutionEngine(executor, clock=WallClock() if executor.requires_intent else None, policy=policy_from(args))
+
+
+def policy_from(args: argparse.Namespace) -> PreTradePolicy:
+    if args.modes is None:
+        return PreTradePolicy.default()
+    try:
+        return PreTradePolicy(load_modes(args.modes))
+    except ModesConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def run_worker(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ backtest and live trading.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from worker.contract.enums import Action, OrderStatus
@@ -21,8 +21,10 @@ from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.execution.order_state import OrderBook
 from worker.execution.slippage import slippage_bps
 from worker.policy.clock import TimeProvider
-from worker.policy.gating import GateOutcome, GatePolicy, pre_trade_gate
+from worker.policy.gating import GateOutcome
 from worker.policy.ids import client_order_id, event_id
+from worker.policy.modes import ModeSwitch
+from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rounding import PriceRounding, RoundingError, align_order
 
 _ZERO = Decimal(0)
@@ -31,9 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    gate: GatePolicy = field(default_factory=GatePolicy)
     rounding: PriceRounding = PriceRounding.PASSIVE
-    mode: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +67,17 @@ class Prepared:
 
 class ExecutionEngine:
     def __init__(
-        self, executor: IExecutor, config: EngineConfig | None = None, clock: TimeProvider | None = None
+        self,
+        executor: IExecutor,
+        config: EngineConfig | None = None,
+        clock: TimeProvider | None = None,
+        policy: PreTradePolicy | None = None,
     ) -> None:
         self.executor = executor
         self.config = config or EngineConfig()
+        self.policy = policy or PreTradePolicy.default()
+        # Mode changes seen while preparing commands; the runtime drains them into the audit log.
+        self.mode_switches: list[ModeSwitch] = []
         # Stamps intents (live only): how old an in-flight order is decides if it may be resent.
         self.clock = clock
 
@@ -104,18 +111,22 @@ class ExecutionEngine:
             coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px)
             if book.get(coid) is not None:
                 return Prepared(dropped="duplicate")
-            return Prepared(
-                events=self._emit(book, self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason))
-            )
+            mode = self.policy.modes.choose(decision.event_ts_ms)[0]
+            event = self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason, mode)
+            return Prepared(events=self._emit(book, event))
 
         coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, rounded.qty, rounded.px)
         if book.get(coid) is not None:
             return Prepared(dropped="duplicate")
 
-        verdict = pre_trade_gate(decision, coid, self.config.gate)
-        if verdict.outcome is not GateOutcome.PASS:
-            status = OrderStatus.DENIED if verdict.outcome is GateOutcome.DENY else OrderStatus.THROTTLED
-            return Prepared(events=self._emit(book, self._unsent(decision, coid, source, status, verdict.reason)))
+        verdict = self.policy.check(decision, coid)
+        if verdict.switch is not None:
+            self.mode_switches.append(verdict.switch)
+        mode = verdict.mode
+        if verdict.gate.outcome is not GateOutcome.PASS:
+            status = OrderStatus.DENIED if verdict.gate.outcome is GateOutcome.DENY else OrderStatus.THROTTLED
+            event = self._unsent(decision, coid, source, status, verdict.gate.reason, mode)
+            return Prepared(events=self._emit(book, event))
 
         order = OrderCtx(
             client_order_id=coid,
@@ -138,7 +149,7 @@ class ExecutionEngine:
             event_ts_ms=decision.event_ts_ms,
             regime=decision.regime,
             scenario=decision.scenario,
-            mode=self.config.mode,
+            mode=mode,
             source=source,
         )
         if not self.executor.requires_intent:
@@ -270,6 +281,7 @@ class ExecutionEngine:
         source: SourceRef,
         status: OrderStatus,
         reason: str | None,
+        mode: str,
     ) -> ExecEvent:
         return ExecEvent(
             event_id=event_id(coid, 1),
@@ -293,7 +305,7 @@ class ExecutionEngine:
             event_ts_ms=decision.event_ts_ms,
             latency_ms=None,
             executor=self.executor.name,
-            mode=self.config.mode,
+            mode=mode,
             scenario=decision.scenario,
             source=source,
         )

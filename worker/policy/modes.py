@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 
@@ -69,6 +70,7 @@ class ModeSwitch:
     new: str
     trigger: str  # "schedule", "market", "explicit", "default"
     at_ms: int
+    symbol: str = ""  # set when modes are tracked per symbol
 
 
 @dataclass
@@ -99,21 +101,28 @@ class ModeManager:
             raise ValueError(f"unknown mode {mode!r}")
         self.explicit = mode
 
+    def observe_activity(self, activity: float) -> None:
+        """Feeds the market trigger (hysteresis: on at `on_at`, off at `off_at`)."""
+        if self.market is None:
+            return
+        if activity >= self.market.on_at:
+            self._market_active = True
+        elif activity <= self.market.off_at:
+            self._market_active = False
+
     def evaluate(self, now_ms: int, activity: float | None = None) -> ModeSwitch | None:
         """The mode at `now_ms` (sim-time in replays); a ModeSwitch when it changed."""
-        if self.market is not None and activity is not None:
-            if activity >= self.market.on_at:
-                self._market_active = True
-            elif activity <= self.market.off_at:
-                self._market_active = False
-        mode, trigger = self._choose(now_ms)
+        if activity is not None:
+            self.observe_activity(activity)
+        mode, trigger = self.choose(now_ms)
         if mode == self.current:
             return None
         switch = ModeSwitch(self.current, mode, trigger, now_ms)
         self.current = mode
         return switch
 
-    def _choose(self, now_ms: int) -> tuple[str, str]:
+    def choose(self, now_ms: int) -> tuple[str, str]:
+        """The mode that applies at `now_ms` and why, without recording a switch."""
         if self.explicit is not None:
             return self.explicit, "explicit"
         if self._market_active and self.market is not None:
@@ -123,3 +132,65 @@ class ModeManager:
             if window.contains(local):
                 return mode, "schedule"
         return self.default, "default"
+
+
+class ModesConfigError(ValueError):
+    pass
+
+
+def load_modes(path: Path) -> ModeManager:
+    """Reads a modes file (see examples/modes.yaml); raises ModesConfigError saying what to fix."""
+    import yaml
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class _Mode(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        z_threshold: Decimal
+        take_profit_bps: Decimal
+        stop_loss_bps: Decimal
+        cost_bps: Decimal
+        order_qty: Decimal
+        per_symbol_orders_per_s: float = 0.0
+        global_orders_per_s: float = 0.0
+        min_consistency: float = 0.5
+
+    class _Window(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        start: time
+        end: time
+        mode: str
+        weekdays: list[int] = list(range(7))
+
+    class _Market(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        mode: str
+        on_at: float
+        off_at: float
+
+    class _File(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        timezone: str
+        default: str
+        modes: dict[str, _Mode]
+        schedule: list[_Window] = []
+        market: _Market | None = None
+
+    try:
+        raw = _File.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        zone = ZoneInfo(raw.timezone)
+    except FileNotFoundError:
+        raise ModesConfigError(f"{path}: no such file (--modes PATH)") from None
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ModesConfigError(f"{path}: {exc}") from None
+    except (KeyError, ValueError) as exc:
+        raise ModesConfigError(f"{path}: timezone {exc}: use an IANA name like Europe/Berlin") from None
+    try:
+        return ModeManager(
+            timezone=zone,
+            modes={name: ScenarioParams(**mode.model_dump()) for name, mode in raw.modes.items()},
+            default=raw.default,
+            schedule=[(Window(w.start, w.end, frozenset(w.weekdays)), w.mode) for w in raw.schedule],
+            market=MarketTrigger(raw.market.mode, raw.market.on_at, raw.market.off_at) if raw.market else None,
+        )
+    except ValueError as exc:
+        raise ModesConfigError(f"{path}: {exc}") from None

@@ -55,6 +55,10 @@ class WorkerMetrics:
         self.reconciled = Counter(
             "executor_reconciled_events_total", "Exec-events learned from the venue by reconciliation.", registry=r
         )
+        self.mode_switches = Counter(
+            "executor_mode_switch_total", "Strategy mode switches (audit).", ["old", "new", "trigger"], registry=r
+        )
+        self.mode = Gauge("executor_mode", "1 for the mode in force per symbol.", ["symbol", "mode"], registry=r)
         self.lag = Gauge(
             "executor_consumer_lag",
             "Messages behind the end of each input partition.",

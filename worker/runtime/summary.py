@@ -28,6 +28,7 @@ class RunSummary:
     transactions: int = 0
     aborted: int = 0
     outbox_lines: int = 0
+    mode_switches: int = 0
 
     def add_events(self, events: list[ExecEvent]) -> None:
         self.events += len(events)
@@ -56,6 +57,8 @@ class RunSummary:
             lines.append("  commands with no event (idempotent drops)")
             for reason, count in sorted(self.dropped.items()):
                 lines.append(f"    {reason:<32} {count:>6}")
+        if self.mode_switches:
+            lines.append(f"  mode switches      {self.mode_switches:>8}   (audit lines in the log)")
         dlq_total = sum(self.dlq.values())
         lines.append(f"  dead-lettered      {dlq_total:>8}")
         for reason, count in sorted(self.dlq.items()):

@@ -491,7 +491,22 @@ class ExecWorker:
                 consumer.seek(tp, committed)
                 owner.next_offset[tp] = committed
 
+    def _audit_mode_switches(self) -> None:
+        """Every mode switch is an audit record: a log line and a counter (old, new, trigger)."""
+        for switch in self.engine.mode_switches:
+            log.info(
+                "audit: mode %s -> %s (trigger %s) at event time %d",
+                switch.old,
+                switch.new,
+                switch.trigger,
+                switch.at_ms,
+            )
+            self.metrics.mode_switches.labels(switch.old, switch.new, switch.trigger).inc()
+            self.summary.mode_switches += 1
+        self.engine.mode_switches.clear()
+
     def _account(self, consumed: int, events: list[ExecEvent], dead: list[DlqRecord], dropped: list[str]) -> None:
+        self._audit_mode_switches()
         self.summary.consumed += consumed
         self.summary.transactions += 1
         self.summary.add_events(events)

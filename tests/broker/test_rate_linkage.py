@@ -1,0 +1,82 @@
+"""End-to-end rate linkage: upstream state, strategy modes and the rate wall, against the real
+broker; a burst with known content must produce exactly the expected deny/throttle/submit counts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from tests.broker.helpers import ROOT, TestTopics, produce, read_records
+from tests.factories import decision_dict
+from worker.execution.backtest import BacktestExecutor
+from worker.execution.engine import ExecutionEngine
+from worker.io.kafka import KafkaConfig
+from worker.policy.modes import load_modes
+from worker.policy.pretrade import PreTradePolicy
+from worker.policy.rng import Rng
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.worker import ExecWorker
+
+# examples/modes.yaml: Europe/Berlin; day = 3 orders/s per symbol; night (22:00-06:00) = 1/s.
+NOON = int(datetime(2026, 1, 14, 11, 0, tzinfo=UTC).timestamp() * 1000)  # 12:00 in Berlin (CET)
+NIGHT = int(datetime(2026, 1, 14, 22, 30, tzinfo=UTC).timestamp() * 1000)  # 23:30 in Berlin
+
+
+def burst() -> tuple[list[dict[str, object]], Counter[tuple[str, str]]]:
+    rows: list[dict[str, object]] = []
+    expected: Counter[tuple[str, str]] = Counter()
+
+    def add(count: int, outcome: tuple[str, str], **fields: object) -> None:
+        for _ in range(count):
+            rows.append(decision_dict(signal_row_id=f"r{len(rows)}", **fields))
+            expected[outcome] += 1
+
+    # Noon, BTC: five healthy orders in the same millisecond; the day wall lets three through.
+    add(3, ("FILLED", ""), event_ts_ms=NOON, ts_ms=NOON)
+    add(2, ("THROTTLED", "rate_symbol"), event_ts_ms=NOON, ts_ms=NOON)
+    # Noon, ETH: gates first (they spend no rate tokens), then two healthy orders.
+    eth = {"symbol": "ETHUSDT", "px": "3120.001", "qty": "0.5", "tick_size": "0.01", "step_size": "0.0001"}
+    add(2, ("DENIED", "warmup"), event_ts_ms=NOON, ts_ms=NOON, warmup=True, **eth)
+    add(1, ("DENIED", "guard:stale_book"), event_ts_ms=NOON, ts_ms=NOON, guard_reason="stale_book", **eth)
+    add(1, ("THROTTLED", "weak_signal"), event_ts_ms=NOON, ts_ms=NOON, weak_signal_throttle=True, **eth)
+    add(1, ("THROTTLED", "low_consistency"), event_ts_ms=NOON, ts_ms=NOON, consistency=0.0, **eth)
+    add(2, ("FILLED", ""), event_ts_ms=NOON, ts_ms=NOON, **eth)
+    # Night, BTC: the mode switches at 22:00 Berlin; one order per second now.
+    add(1, ("FILLED", ""), event_ts_ms=NIGHT, ts_ms=NIGHT)
+    add(2, ("THROTTLED", "rate_symbol"), event_ts_ms=NIGHT, ts_ms=NIGHT)
+    # One second later the bucket has refilled one token.
+    add(1, ("FILLED", ""), event_ts_ms=NIGHT + 1_000, ts_ms=NIGHT + 1_000)
+    return rows, expected
+
+
+async def test_burst_gives_exactly_the_expected_counts(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
+    rows, expected = burst()
+    # One partition: the rate wall sees the burst in its input order.
+    await produce(kafka, topics.name("decisions"), [(b"burst", orjson.dumps(r)) for r in rows])
+    settings = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=topics.path,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        outbox_dir=tmp_path / "outbox",
+        until_drained=True,
+        metrics_port=0,
+    )
+    policy = PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
+    engine = ExecutionEngine(BacktestExecutor(Rng(0)), policy=policy)
+    worker = ExecWorker(settings, topics.file, engine)
+    summary = await asyncio.wait_for(worker.run(), timeout=120)
+
+    events = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
+    got = Counter((e["status"], e["reason"] or "") for e in events)
+    assert got == expected
+    modes = {(e["symbol"], e["event_ts_ms"] >= NIGHT): e["mode"] for e in events}
+    assert modes[("BTCUSDT", False)] == "day" and modes[("BTCUSDT", True)] == "night"
+    assert summary.mode_switches == 1
+    assert worker.metrics.mode_switches.labels("day", "night", "schedule")._value.get() == 1
+    assert worker.metrics.throttle.labels("rate_symbol")._value.get() == 4
+    assert worker.metrics.pre_deny.labels("warmup")._value.get() == 2

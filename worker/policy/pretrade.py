@@ -1,0 +1,82 @@
+"""Everything that decides, before any venue call, whether an order may go: the strategy mode
+in force for its symbol, the upstream-state gates (with the mode's thresholds), and the
+order-rate wall (with the mode's limits, scaled by the adaptive factor).
+
+Stateful but deterministic: every input is the command itself (its `event_ts_ms` is the time),
+so a replay reaches the same verdicts. The wall is per worker process; a mode is tracked per
+symbol so that its switches are ordered by that symbol's own event time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from worker.contract.messages import Decision
+from worker.policy.gating import GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
+from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams
+from worker.policy.throttle import OrderRateWall, RateLimits
+
+DEFAULT_MODE = "default"
+# Without a modes file: upstream's 0.5 consistency threshold, no rate wall (0 = unlimited).
+DEFAULT_PARAMS = ScenarioParams(
+    z_threshold=Decimal(2),
+    take_profit_bps=Decimal(0),
+    stop_loss_bps=Decimal(0),
+    cost_bps=Decimal(0),
+    order_qty=Decimal(0),
+    per_symbol_orders_per_s=0.0,
+    global_orders_per_s=0.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    mode: str
+    gate: GateVerdict
+    switch: ModeSwitch | None = None
+
+
+@dataclass
+class PreTradePolicy:
+    modes: ModeManager
+    factor: float = 1.0  # adaptive scaling of every rate (gate stats, health)
+    _symbol_mode: dict[str, str] = field(default_factory=dict)
+    _wall: OrderRateWall | None = None
+    switches: int = 0
+
+    @classmethod
+    def default(cls) -> PreTradePolicy:
+        return cls(ModeManager(ZoneInfo("UTC"), {DEFAULT_MODE: DEFAULT_PARAMS}, DEFAULT_MODE))
+
+    def check(self, decision: Decision, client_order_id: str) -> Verdict:
+        now = decision.event_ts_ms
+        mode, trigger = self.modes.choose(now)
+        switch = None
+        previous = self._symbol_mode.get(decision.symbol)
+        if previous != mode:
+            self._symbol_mode[decision.symbol] = mode
+            if previous is not None:
+                switch = ModeSwitch(previous, mode, trigger, now, decision.symbol)
+                self.switches += 1
+            self._configure(self.modes.modes[mode])
+        params = self.modes.modes[mode]
+        gate = pre_trade_gate(decision, client_order_id, GatePolicy(min_consistency=params.min_consistency))
+        if gate.outcome is GateOutcome.PASS:
+            assert self._wall is not None
+            reason = self._wall.admit(decision.symbol, now)
+            if reason is not None:
+                gate = GateVerdict(GateOutcome.THROTTLE, reason)
+        return Verdict(mode, gate, switch)
+
+    def mode_of(self, symbol: str) -> str | None:
+        return self._symbol_mode.get(symbol)
+
+    def _configure(self, params: ScenarioParams) -> None:
+        limits = RateLimits(params.per_symbol_orders_per_s, params.global_orders_per_s)
+        if self._wall is None:
+            self._wall = OrderRateWall(limits, self.factor)
+            self._wall.configure(limits, self.factor)
+        else:
+            self._wall.configure(limits, self.factor)
