@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -80,3 +81,98 @@ async def test_burst_gives_exactly_the_expected_counts(kafka: KafkaConfig, topic
     assert worker.metrics.mode_switches.labels("day", "night", "schedule")._value.get() == 1
     assert worker.metrics.throttle.labels("rate_symbol")._value.get() == 4
     assert worker.metrics.pre_deny.labels("warmup")._value.get() == 2
+
+
+async def test_signals_become_orders_or_recorded_no_actions(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    def signal(row: str, score: str, symbol: str = "BTCUSDT") -> bytes:
+        return orjson.dumps(
+            {
+                "signal_row_id": row,
+                "ts_ms": NOON,
+                "event_ts_ms": NOON,
+                "symbol": symbol,
+                "score": score,
+                "regime": "trend",
+                "warmup": False,
+                "guard_reason": None,
+                "consistency": 0.9,
+                "weak_signal_throttle": False,
+                "gate_reason_stats": {"spread_wide": 2},
+            }
+        )
+
+    values = [signal("s1", "2.5"), signal("s2", "-3.0", "ETHUSDT"), signal("s3", "0.4"), signal("s4", "9", "ADAUSDT")]
+    await produce(kafka, topics.name("signals"), [(b"k", v) for v in values])
+    settings = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=topics.path,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        outbox_dir=tmp_path / "outbox",
+        until_drained=True,
+        metrics_port=0,
+    )
+    engine = ExecutionEngine(
+        BacktestExecutor(Rng(0)), policy=PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
+    )
+    summary = await asyncio.wait_for(ExecWorker(settings, topics.file, engine).run(), timeout=120)
+
+    events = {
+        e["signal_row_id"]: e
+        for e in (orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events")))
+    }
+    assert set(events) == {"s1", "s2"}
+    assert (events["s1"]["side"], events["s2"]["side"]) == ("BUY", "SELL")
+    assert events["s1"]["scenario"] == "day"  # sized by the day scenario: order_qty 0.01
+    assert Decimal(events["s1"]["qty"]) == Decimal("0.01")
+    assert summary.dropped["signal_no_action"] == 1
+    dlq = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("dlq"))]
+    assert [(d["error_class"], "ADAUSDT" in d["reason"]) for d in dlq] == [("config", True)]
+
+
+async def test_forced_mode_and_harvester_health_apply_from_the_first_order(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    await produce(
+        kafka,
+        topics.name("strategy_mode"),
+        [(b"global", orjson.dumps({"mode": "storm", "ts_ms": NOON, "reason": "desk override"}))],
+    )
+    health = {"ts_ms": NOON, "window_rows": 1000, "dedupe_count": 0, "drop_count": 0}
+    await produce(
+        kafka,
+        topics.name("harvest_health"),
+        [
+            (b"ETHUSDT", orjson.dumps({**health, "symbol": "ETHUSDT", "stale": True})),
+            (b"BTCUSDT", orjson.dumps({**health, "symbol": "BTCUSDT", "stale": False, "drop_count": 160})),
+            (b"X", b"not json"),  # a bad control message is counted, never fatal
+        ],
+    )
+    eth = {"symbol": "ETHUSDT", "px": "3120.001", "qty": "0.5", "tick_size": "0.01", "step_size": "0.0001"}
+    rows = [decision_dict(signal_row_id="e1", event_ts_ms=NOON, ts_ms=NOON, **eth)]
+    rows += [decision_dict(signal_row_id=f"b{i}", event_ts_ms=NOON, ts_ms=NOON) for i in range(3)]
+    await produce(kafka, topics.name("decisions"), [(b"k", orjson.dumps(r)) for r in rows])
+    settings = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=topics.path,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        outbox_dir=tmp_path / "outbox",
+        until_drained=True,
+        metrics_port=0,
+    )
+    engine = ExecutionEngine(
+        BacktestExecutor(Rng(0)), policy=PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
+    )
+    worker = ExecWorker(settings, topics.file, engine)
+    await asyncio.wait_for(worker.run(), timeout=120)
+
+    events = {
+        e["signal_row_id"]: e
+        for e in (orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events")))
+    }
+    assert {e["mode"] for e in events.values()} == {"storm"}
+    assert (events["e1"]["status"], events["e1"]["reason"]) == ("DENIED", "harvest_stale")
+    # storm allows 0.5 orders/s per symbol (burst 1); BTC's 16% loss scales that down to the floor: still 1 at once.
+    assert [events[f"b{i}"]["status"] for i in range(3)] == ["FILLED", "THROTTLED", "THROTTLED"]
+    assert worker.metrics.control_errors.labels(topics.name("harvest_health"))._value.get() == 1

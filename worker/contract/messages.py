@@ -90,3 +90,26 @@ class Signal(BaseModel):
     gate_reason_stats: dict[Label, Annotated[int, Field(ge=0, strict=True)]] = Field(
         description="Recent counts of upstream gate reasons, by reason."
     )
+
+
+class StrategyModeCommand(BaseModel):
+    """`strategy-mode.v1` (compacted): an operator's or Strategy's explicit mode, or null to clear."""
+
+    model_config = _INBOUND
+
+    mode: Label | None = Field(description="Mode to force (a name from the modes file); null returns to the rules.")
+    ts_ms: TimestampMs = Field(description="When the command was issued (ms, UTC).")
+    reason: Label = Field(default="", description="Why, for the audit log.")
+
+
+class HarvestHealth(BaseModel):
+    """`harvest-health.v1` (compacted, keyed by symbol): the data feed's health for one symbol."""
+
+    model_config = _INBOUND
+
+    symbol: Symbol = Field(description="Venue symbol.")
+    ts_ms: TimestampMs = Field(description="End of the measured window (ms, UTC).")
+    window_rows: Annotated[int, Field(ge=0, strict=True)] = Field(description="Rows harvested in the window.")
+    dedupe_count: Annotated[int, Field(ge=0, strict=True)] = Field(description="Rows dropped as duplicates.")
+    drop_count: Annotated[int, Field(ge=0, strict=True)] = Field(description="Rows lost (gaps, errors).")
+    stale: bool = Field(description="The feed has stopped: no new orders for this symbol.")

@@ -19,7 +19,7 @@ from worker.codec.wire import AvroWire, JsonWire, WireCodec
 
 # Roles whose partition counts must agree: exec-events go to the partition number of their input.
 CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
-REQUIRED_ROLES = ("decisions", "signals", "exec_events", "dlq")
+REQUIRED_ROLES = ("decisions", "signals", "exec_events", "dlq", "strategy_mode", "harvest_health")
 
 
 class WireFormat(StrEnum):

@@ -34,6 +34,15 @@ class ScenarioParams:
 
 
 @dataclass(frozen=True)
+class SymbolFilters:
+    """The venue's grid for a symbol."""
+
+    tick_size: Decimal
+    step_size: Decimal
+    min_notional: Decimal
+
+
+@dataclass(frozen=True)
 class Window:
     start: time
     end: time
@@ -82,6 +91,8 @@ class ModeManager:
     market: MarketTrigger | None = None
     current: str = ""
     explicit: str | None = None
+    # Venue grid per symbol (tick, step, min notional), for sizing signals; from the modes file.
+    symbol_filters: dict[str, SymbolFilters] = field(default_factory=dict)
     _market_active: bool = False
 
     def __post_init__(self) -> None:
@@ -167,6 +178,12 @@ def load_modes(path: Path) -> ModeManager:
         on_at: float
         off_at: float
 
+    class _Filters(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        tick_size: Decimal
+        step_size: Decimal
+        min_notional: Decimal
+
     class _File(BaseModel):
         model_config = ConfigDict(extra="forbid")
         timezone: str
@@ -174,6 +191,7 @@ def load_modes(path: Path) -> ModeManager:
         modes: dict[str, _Mode]
         schedule: list[_Window] = []
         market: _Market | None = None
+        symbols: dict[str, _Filters] = {}
 
     try:
         raw = _File.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
@@ -185,7 +203,7 @@ def load_modes(path: Path) -> ModeManager:
     except (KeyError, ValueError) as exc:
         raise ModesConfigError(f"{path}: timezone {exc}: use an IANA name like Europe/Berlin") from None
     try:
-        return ModeManager(
+        manager = ModeManager(
             timezone=zone,
             modes={name: ScenarioParams(**mode.model_dump()) for name, mode in raw.modes.items()},
             default=raw.default,
@@ -194,3 +212,7 @@ def load_modes(path: Path) -> ModeManager:
         )
     except ValueError as exc:
         raise ModesConfigError(f"{path}: {exc}") from None
+    manager.symbol_filters = {
+        name: SymbolFilters(f.tick_size, f.step_size, f.min_notional) for name, f in raw.symbols.items()
+    }
+    return manager

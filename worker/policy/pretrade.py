@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from worker.contract.messages import Decision
+from worker.contract.messages import Decision, HarvestHealth
 from worker.policy.gating import GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
 from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams
 from worker.policy.throttle import OrderRateWall, RateLimits
 
 DEFAULT_MODE = "default"
+# Harvester health: rate scale = 1 - HEALTH_SENSITIVITY x loss ratio, floored at HEALTH_FLOOR.
+HEALTH_SENSITIVITY = 5.0
+HEALTH_FLOOR = 0.2
 # Without a modes file: upstream's 0.5 consistency threshold, no rate wall (0 = unlimited).
 DEFAULT_PARAMS = ScenarioParams(
     z_threshold=Decimal(2),
@@ -44,6 +47,8 @@ class PreTradePolicy:
     factor: float = 1.0  # adaptive scaling of every rate (gate stats, health)
     _symbol_mode: dict[str, str] = field(default_factory=dict)
     _wall: OrderRateWall | None = None
+    _stale: set[str] = field(default_factory=set)  # symbols whose data feed has stopped
+    _health_factor: dict[str, float] = field(default_factory=dict)
     switches: int = 0
 
     @classmethod
@@ -63,6 +68,8 @@ class PreTradePolicy:
             self._configure(self.modes.modes[mode])
         params = self.modes.modes[mode]
         gate = pre_trade_gate(decision, client_order_id, GatePolicy(min_consistency=params.min_consistency))
+        if gate.outcome is GateOutcome.PASS and decision.symbol in self._stale:
+            gate = GateVerdict(GateOutcome.DENY, "harvest_stale")
         if gate.outcome is GateOutcome.PASS:
             assert self._wall is not None
             reason = self._wall.admit(decision.symbol, now)
@@ -70,13 +77,28 @@ class PreTradePolicy:
                 gate = GateVerdict(GateOutcome.THROTTLE, reason)
         return Verdict(mode, gate, switch)
 
+    def observe_health(self, health: HarvestHealth) -> None:
+        """Harvester health tightens a symbol's order-frequency wall, or halts it when stale.
+
+        Loss = (duplicates + drops) / rows in the window; the symbol's rate is scaled by
+        1 - 5 x loss (4% loss -> 80% of the rate), never below 20%: a noisy feed slows trading,
+        only a stale one stops it.
+        """
+        if health.stale:
+            self._stale.add(health.symbol)
+        else:
+            self._stale.discard(health.symbol)
+        loss = (health.dedupe_count + health.drop_count) / max(1, health.window_rows)
+        factor = max(HEALTH_FLOOR, 1.0 - HEALTH_SENSITIVITY * loss)
+        self._health_factor[health.symbol] = factor
+        if self._wall is not None:
+            self._wall.tighten_symbol(health.symbol, factor)
+
     def mode_of(self, symbol: str) -> str | None:
         return self._symbol_mode.get(symbol)
 
     def _configure(self, params: ScenarioParams) -> None:
         limits = RateLimits(params.per_symbol_orders_per_s, params.global_orders_per_s)
         if self._wall is None:
-            self._wall = OrderRateWall(limits, self.factor)
-            self._wall.configure(limits, self.factor)
-        else:
-            self._wall.configure(limits, self.factor)
+            self._wall = OrderRateWall(limits, self.factor, dict(self._health_factor))
+        self._wall.configure(limits, self.factor)

@@ -48,22 +48,31 @@ class OrderRateWall:
 
     limits: RateLimits
     factor: float = 1.0
+    symbol_factor: dict[str, float] = field(default_factory=dict)  # e.g. from harvester health
     _symbols: dict[str, TokenBucket] = field(default_factory=dict)
     _global: TokenBucket | None = None
 
     def configure(self, limits: RateLimits, factor: float) -> None:
         """New limits take effect at once (a mode switch); buckets keep their tokens, capped."""
         self.limits, self.factor = limits, max(0.0, min(1.0, factor))
-        for bucket in self._symbols.values():
-            self._shape(bucket, limits.per_symbol_per_s)
+        for symbol, bucket in self._symbols.items():
+            self._shape(bucket, limits.per_symbol_per_s * self.symbol_factor.get(symbol, 1.0))
         if self._global is not None:
             self._shape(self._global, limits.global_per_s)
+
+    def tighten_symbol(self, symbol: str, factor: float) -> None:
+        """Scales one symbol's rate (0 < factor <= 1) from now on."""
+        self.symbol_factor[symbol] = max(0.0, min(1.0, factor))
+        bucket = self._symbols.get(symbol)
+        if bucket is not None:
+            self._shape(bucket, self.limits.per_symbol_per_s * self.symbol_factor[symbol])
 
     def admit(self, symbol: str, now_ms: int) -> str | None:
         """None if the order may go, else the reason it is throttled."""
         bucket = self._symbols.get(symbol)
         if bucket is None:
-            bucket = self._symbols[symbol] = self._shape(TokenBucket(0, 0), self.limits.per_symbol_per_s)
+            rate = self.limits.per_symbol_per_s * self.symbol_factor.get(symbol, 1.0)
+            bucket = self._symbols[symbol] = self._shape(TokenBucket(0, 0), rate)
         if self._global is None:
             self._global = self._shape(TokenBucket(0, 0), self.limits.global_per_s)
         # Check the symbol first, and take from the global bucket only if the symbol admits:

@@ -59,6 +59,12 @@ class WorkerMetrics:
             "executor_mode_switch_total", "Strategy mode switches (audit).", ["old", "new", "trigger"], registry=r
         )
         self.mode = Gauge("executor_mode", "1 for the mode in force per symbol.", ["symbol", "mode"], registry=r)
+        self.control_errors = Counter(
+            "executor_control_errors_total",
+            "Control messages (mode, health) that could not be used.",
+            ["topic"],
+            registry=r,
+        )
         self.lag = Gauge(
             "executor_consumer_lag",
             "Messages behind the end of each input partition.",

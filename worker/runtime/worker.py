@@ -31,13 +31,15 @@ from worker.codec.json_codec import encode_json
 from worker.codec.wire import JsonWire
 from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
-from worker.contract.messages import Decision
+from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
 from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook, OrderRecord
 from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile, codec_for
+from worker.policy.signals import MissingFilters, signal_to_decision
+from worker.runtime.control import ControlFeed
 from worker.runtime.dlq import dlq_record
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.mirror import OutboxMirror
@@ -87,10 +89,22 @@ class ExecWorker:
         self.summary = RunSummary()
         self.outbox = Outbox(settings.outbox_dir)
         self.mirror = OutboxMirror(self.outbox, topics.role("exec_events").name, self.metrics, self.summary)
-        self.input_topics = [topics.role("decisions").name]
-        self.input_codec = codec_for(topics.role("decisions"), settings.schemas_dir, settings.max_message_bytes)
+        self.decisions_topic = topics.role("decisions").name
+        self.signals_topic = topics.role("signals").name
+        self.input_topics = [self.decisions_topic, self.signals_topic]
+        self.input_codecs = {
+            spec.name: codec_for(spec, settings.schemas_dir, settings.max_message_bytes)
+            for spec in (topics.role("decisions"), topics.role("signals"))
+        }
         self.exec_codec = codec_for(topics.role("exec_events"), settings.schemas_dir)
         self.dlq_codec = codec_for(topics.role("dlq"), settings.schemas_dir)
+        self.control = ControlFeed(
+            self.kafka,
+            engine.policy,
+            self.metrics,
+            (topics.role("strategy_mode").name, codec_for(topics.role("strategy_mode"), settings.schemas_dir)),
+            (topics.role("harvest_health").name, codec_for(topics.role("harvest_health"), settings.schemas_dir)),
+        )
         self.exec_topic = topics.role("exec_events").name
         self.dlq_topic = topics.role("dlq").name
         self.dlq_partitions = topics.role("dlq").partitions
@@ -110,6 +124,8 @@ class ExecWorker:
     async def run(self) -> RunSummary:
         await self.kafka.check_reachable()
         self.outbox.remove_stale_parts()
+        # Forced modes and feed health apply from the first order on.
+        await self.control.start()
         consumer = self.kafka.consumer(
             group_id=self.settings.group_id,
             isolation_level="read_committed",
@@ -140,6 +156,7 @@ class ExecWorker:
             await consumer.stop()  # leaves the group; the revoke callback closes our producers
             await self.release(set(self._owners))
             await self.mirror.drain_all()
+            await self.control.stop()
             await self.engine.executor.flush()
             await self.engine.executor.close()
         return self.summary
@@ -286,6 +303,9 @@ class ExecWorker:
                 except DecodeError as exc:
                     dead.append(dlq_record(record, exc))
                     continue
+                if decision is None:
+                    dropped.append("signal_no_action")  # below the mode's Z: recorded, not traded
+                    continue
                 source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
                 prepared = self.engine.prepare(owner.book, decision, source)
                 decided.extend(prepared.events)
@@ -423,10 +443,21 @@ class ExecWorker:
         finally:
             await consumer.stop()
 
-    def _decode(self, record: Record) -> Decision:
-        decision = self.input_codec.decode(Decision, record.value)
+    def _decode(self, record: Record) -> Decision | None:
+        """A command from a decision or a signal; None for a signal that asks for no action."""
+        codec = self.input_codecs[record.topic]
+        if record.topic == self.signals_topic:
+            signal = codec.decode(Signal, record.value)
+            modes = self.engine.policy.modes
+            mode, _ = modes.choose(signal.event_ts_ms)
+            try:
+                decision = signal_to_decision(signal, modes.modes[mode], mode, modes.symbol_filters)
+            except MissingFilters as exc:
+                raise DecodeError(ErrorClass.CONFIG, str(exc)) from None
+        else:
+            decision = codec.decode(Decision, record.value)
         allowed = self.settings.symbols
-        if allowed is not None and decision.symbol not in allowed:
+        if decision is not None and allowed is not None and decision.symbol not in allowed:
             raise DecodeError(ErrorClass.SYMBOL, f"symbol {decision.symbol} is not in the configured list")
         return decision
 

@@ -1,0 +1,88 @@
+"""The control feed: `strategy-mode.v1` (explicit modes) and `harvest-health.v1` (feed health).
+
+Both topics are compacted: the latest value per key is the state. The feed reads them from the
+beginning before the worker consumes any input (so a forced mode applies from the first order),
+then follows them in the background. A message that cannot be used is logged and counted, never
+fatal: control input must not stop execution. Live only: a replay follows its own modes file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from worker.codec.errors import DecodeError
+from worker.codec.wire import WireCodec
+from worker.contract.messages import HarvestHealth, StrategyModeCommand
+from worker.io.kafka import KafkaConfig, topic_partitions
+from worker.policy.pretrade import PreTradePolicy
+from worker.runtime.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class ControlFeed:
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        policy: PreTradePolicy,
+        metrics: WorkerMetrics,
+        mode_topic: tuple[str, WireCodec],
+        health_topic: tuple[str, WireCodec],
+    ) -> None:
+        self._kafka = kafka
+        self._policy = policy
+        self._metrics = metrics
+        self._codecs = {mode_topic[0]: mode_topic[1], health_topic[0]: health_topic[1]}
+        self._mode_topic = mode_topic[0]
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Reads both topics to their current end, then keeps following them."""
+        consumer = self._kafka.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
+        await consumer.start()
+        self._consumer = consumer
+        tps: list[TopicPartition] = []
+        for topic in self._codecs:
+            tps += await topic_partitions(consumer, topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        behind = [tp for tp in tps if ends[tp] > 0]
+        while behind:
+            await self._apply(await consumer.getmany(timeout_ms=500))
+            behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            await self._apply(await self._consumer.getmany(timeout_ms=1_000))
+
+    async def _apply(self, batches: dict[TopicPartition, list[object]]) -> None:
+        for tp, records in batches.items():
+            codec = self._codecs[tp.topic]
+            for record in records:
+                value = getattr(record, "value", None)
+                if value is None:
+                    continue  # a tombstone: nothing to apply
+                try:
+                    if tp.topic == self._mode_topic:
+                        command = codec.decode(StrategyModeCommand, value)
+                        self._policy.modes.set_explicit(command.mode)
+                        log.info("audit: explicit mode set to %s (%s)", command.mode, command.reason or "no reason")
+                    else:
+                        self._policy.observe_health(codec.decode(HarvestHealth, value))
+                except (DecodeError, ValueError) as exc:
+                    self._metrics.control_errors.labels(tp.topic).inc()
+                    log.warning("control message on %s ignored: %s", tp.topic, exc)
