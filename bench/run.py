@@ -34,6 +34,7 @@ from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig, bootstrap_from_env, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile, apply_topics, load_topics
+from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import percentile
@@ -68,7 +69,14 @@ async def drop_topics(kafka: KafkaConfig, topics: TopicsFile) -> None:
         await admin.close()
 
 
-def worker_for(kafka: KafkaConfig, path: Path, topics: TopicsFile, outbox: Path, until_drained: bool) -> ExecWorker:
+def worker_for(
+    kafka: KafkaConfig,
+    path: Path,
+    topics: TopicsFile,
+    outbox: Path,
+    until_drained: bool,
+    policy: PreTradePolicy | None = None,
+) -> ExecWorker:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     settings = WorkerSettings(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -79,7 +87,7 @@ def worker_for(kafka: KafkaConfig, path: Path, topics: TopicsFile, outbox: Path,
         until_drained=until_drained,
         metrics_port=0,
     )
-    return ExecWorker(settings, topics, ExecutionEngine(BacktestExecutor(Rng(0))))
+    return ExecWorker(settings, topics, ExecutionEngine(BacktestExecutor(Rng(0)), policy=policy))
 
 
 async def produce_all(kafka: KafkaConfig, topic: str, values: list[bytes]) -> None:
@@ -130,9 +138,11 @@ async def bench_throughput(kafka: KafkaConfig, workdir: Path, count: int) -> dic
         await drop_topics(kafka, topics)
 
 
-async def bench_latency(kafka: KafkaConfig, workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
+async def bench_latency(
+    kafka: KafkaConfig, workdir: Path, rate: int, seconds: int, policy: PreTradePolicy | None = None
+) -> dict[str, Any]:
     path, topics = await fresh_topics(kafka, workdir)
-    worker = worker_for(kafka, path, topics, workdir / "outbox-lat", until_drained=False)
+    worker = worker_for(kafka, path, topics, workdir / f"outbox-lat-{uuid.uuid4().hex[:6]}", False, policy)
     worker_task = asyncio.create_task(worker.run())
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
@@ -256,6 +266,35 @@ async def bench_venue(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str
         await drop_topics(kafka, topics)
 
 
+PERMISSIVE_MODES = """
+timezone: Europe/Berlin
+default: day
+modes:
+  day: {z_threshold: "2", take_profit_bps: "30", stop_loss_bps: "20", cost_bps: "6", order_qty: "0.01",
+        per_symbol_orders_per_s: 100000, global_orders_per_s: 1000000, min_consistency: 0.5}
+  night: {z_threshold: "2", take_profit_bps: "30", stop_loss_bps: "20", cost_bps: "6", order_qty: "0.01",
+          per_symbol_orders_per_s: 100000, global_orders_per_s: 1000000, min_consistency: 0.5}
+schedule:
+  - {start: "22:00", end: "06:00", mode: night}
+"""
+
+
+async def bench_gating(kafka: KafkaConfig, workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
+    """Latency without and with the full pre-trade policy (modes + rate wall that never binds)."""
+    from worker.policy.modes import load_modes
+
+    modes_file = workdir / "modes.yaml"
+    modes_file.write_text(PERMISSIVE_MODES)
+    before = await bench_latency(kafka, workdir, rate, seconds)
+    after = await bench_latency(kafka, workdir, rate, seconds, PreTradePolicy(load_modes(modes_file)))
+    p95_before, p95_after = before["p95_ms"], after["p95_ms"]
+    return {
+        "without_policy": before,
+        "with_policy": after,
+        "p95_change_pct": round((p95_after - p95_before) / p95_before * 100, 1) if p95_before else None,
+    }
+
+
 def bench_outbox(workdir: Path, count: int, batch: int) -> dict[str, Any]:
     outbox = Outbox(workdir / "outbox-bench")
     symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT")
@@ -327,7 +366,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             }
         }
         wanted = (
-            set(args.only.split(",")) if args.only else {"decode", "replay", "outbox", "throughput", "venue", "latency"}
+            set(args.only.split(","))
+            if args.only
+            else {"decode", "replay", "outbox", "throughput", "venue", "latency", "gating"}
         )
         if "decode" in wanted:
             results["decode"] = bench_decode(args.decode_count)
@@ -341,6 +382,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["venue"] = await bench_venue(kafka, workdir, args.venue_count)
         if "latency" in wanted:
             results["latency"] = await bench_latency(kafka, workdir, args.rate, args.seconds)
+        if "gating" in wanted:
+            results["gating"] = await bench_gating(kafka, workdir, args.rate, args.seconds)
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -355,7 +398,7 @@ def main() -> None:
     parser.add_argument("--replay-count", type=int, default=50_000, help="decisions for the replay run")
     parser.add_argument("--venue-count", type=int, default=10_000, help="decisions for the venue run")
     parser.add_argument("--decode-count", type=int, default=20_000)
-    parser.add_argument("--only", help="comma-separated subset: decode,replay,outbox,throughput,venue,latency")
+    parser.add_argument("--only", help="comma-separated subset: decode,replay,outbox,throughput,venue,latency,gating")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -111,3 +111,19 @@ def test_sim_time_makes_throttling_reproducible() -> None:
         return [wall.admit("A", t) for t in range(0, 5_000, 250)]
 
     assert run() == run()
+
+
+def test_upstream_gate_stats_tighten_the_wall() -> None:
+    from tests.factories import decision_bytes
+    from worker.codec.json_codec import decode_json
+    from worker.contract.messages import Decision
+    from worker.policy.pretrade import PreTradePolicy
+
+    manager = ModeManager(NY, {"day": PARAMS}, "day")  # 5 orders/s per symbol
+    policy = PreTradePolicy(manager)
+    decision = decode_json(Decision, decision_bytes())
+    admitted = [policy.check(decision, f"id{i}").gate.reason for i in range(6)]
+    assert admitted.count(None) == 5
+    policy.observe_gate_stats({"spread_wide": 60})  # upstream gated 60% of its window: 40% of the rate
+    later = decode_json(Decision, decision_bytes(event_ts_ms=decision.event_ts_ms + 10_000))
+    assert [policy.check(later, f"late{i}").gate.reason for i in range(3)] == [None, None, "rate_symbol"]

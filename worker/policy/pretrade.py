@@ -16,12 +16,15 @@ from zoneinfo import ZoneInfo
 from worker.contract.messages import Decision, HarvestHealth
 from worker.policy.gating import GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
 from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams
-from worker.policy.throttle import OrderRateWall, RateLimits
+from worker.policy.throttle import OrderRateWall, RateLimits, adaptive_factor
 
 DEFAULT_MODE = "default"
 # Harvester health: rate scale = 1 - HEALTH_SENSITIVITY x loss ratio, floored at HEALTH_FLOOR.
 HEALTH_SENSITIVITY = 5.0
 HEALTH_FLOOR = 0.2
+# gate_reason_stats are counts over upstream's recent window of rows; 100 is the Signal layer's
+# window. The share gated out becomes the rate factor (see throttle.adaptive_factor).
+GATE_STATS_WINDOW = 100
 # Without a modes file: upstream's 0.5 consistency threshold, no rate wall (0 = unlimited).
 DEFAULT_PARAMS = ScenarioParams(
     z_threshold=Decimal(2),
@@ -76,6 +79,14 @@ class PreTradePolicy:
             if reason is not None:
                 gate = GateVerdict(GateOutcome.THROTTLE, reason)
         return Verdict(mode, gate, switch)
+
+    def observe_gate_stats(self, gate_reason_stats: dict[str, int]) -> None:
+        """Upstream gate statistics (from each signal) set the adaptive factor of every rate."""
+        factor = adaptive_factor(gate_reason_stats, GATE_STATS_WINDOW)
+        if factor != self.factor:
+            self.factor = factor
+            if self._wall is not None:
+                self._wall.configure(self._wall.limits, factor)
 
     def observe_health(self, health: HarvestHealth) -> None:
         """Harvester health tightens a symbol's order-frequency wall, or halts it when stale.

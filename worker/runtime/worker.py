@@ -49,6 +49,9 @@ from worker.runtime.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
+# Lag is an operator's number, not a control input: every 5 s is fresh enough and costs nothing.
+LAG_REPORT_INTERVAL_S = 5.0
+
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
@@ -115,6 +118,7 @@ class ExecWorker:
         self._stop = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
+        self._last_lag_report = 0.0
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -150,6 +154,7 @@ class ExecWorker:
                 if batches:
                     await self._process(batches)
                 await self._maybe_reconcile()
+                await self._maybe_report_lag(consumer)
                 if not batches and self.settings.until_drained and await self._drained(consumer):
                     break
         finally:
@@ -238,6 +243,14 @@ class ExecWorker:
                     log.info("partition %d released", p)
                 # The next owner's catch-up starts from our mark: it must be final first.
                 await self.mirror.drain(p)
+
+    async def _maybe_report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Updates `executor_consumer_lag` every few seconds (one ListOffsets round trip)."""
+        now = time.monotonic()
+        if now - self._last_lag_report < LAG_REPORT_INTERVAL_S:
+            return
+        self._last_lag_report = now
+        await self._drained(consumer)
 
     async def _maybe_reconcile(self) -> None:
         """Every `reconcile_interval_ms`, settle resting and unknown-outcome orders with the venue."""
@@ -448,6 +461,7 @@ class ExecWorker:
         codec = self.input_codecs[record.topic]
         if record.topic == self.signals_topic:
             signal = codec.decode(Signal, record.value)
+            self.engine.policy.observe_gate_stats(signal.gate_reason_stats)
             modes = self.engine.policy.modes
             mode, _ = modes.choose(signal.event_ts_ms)
             try:
