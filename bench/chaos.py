@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from aiohttp import ClientSession
 
 from examples.gen_decisions import SYMBOLS, decisions
@@ -38,7 +37,7 @@ from worker.contract.enums import OrderStatus
 from worker.contract.state_machine import is_terminal
 from worker.io.kafka import KafkaConfig, read_committed_topic
 from worker.io.outbox import Outbox
-from worker.io.topics import apply_topics, load_topics
+from worker.io.topics import apply_topics, write_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = str(ROOT / "ops" / "kafka")
@@ -185,15 +184,9 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
     kafka = KafkaConfig(bootstrap)
     await kafka.check_reachable()
 
-    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
     suffix = uuid.uuid4().hex[:8]
-    for role, spec in raw["topics"].items():
-        spec["name"] = f"{spec['name']}.chaos{suffix}"
-        if role in ("decisions", "signals", "exec_events", "dlq"):
-            spec["partitions"] = config.partitions
     topics_path = workdir / "topics.yaml"
-    topics_path.write_text(yaml.safe_dump(raw))
-    topics = load_topics(topics_path)
+    topics = write_variant(ROOT / "topics.yaml", topics_path, f"chaos{suffix}", config.partitions)
     admin = kafka.admin()
     await admin.start()
     try:

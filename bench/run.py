@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from examples.gen_decisions import decisions
 from worker.codec.json_codec import decode_json
@@ -33,7 +32,7 @@ from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig, bootstrap_from_env, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
-from worker.io.topics import TopicsFile, apply_topics, load_topics
+from worker.io.topics import TopicsFile, apply_topics, write_variant
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.runtime.settings import WorkerSettings
@@ -45,12 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 async def fresh_topics(kafka: KafkaConfig, workdir: Path) -> tuple[Path, TopicsFile]:
     suffix = uuid.uuid4().hex[:8]
-    raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
-    for spec in raw["topics"].values():
-        spec["name"] = f"{spec['name']}.bench{suffix}"
-    path = workdir / "topics.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    topics = load_topics(path)
+    path = workdir / f"topics-{suffix}.yaml"
+    topics = write_variant(ROOT / "topics.yaml", path, f"bench{suffix}")
     admin = kafka.admin()
     await admin.start()
     try:

@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.broker.helpers import ROOT, TestTopics
 from worker.io.kafka import BrokerUnreachable, KafkaConfig, bootstrap_from_env
-from worker.io.topics import apply_topics, load_topics
+from worker.io.topics import apply_topics, write_variant
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,16 +44,8 @@ async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[To
 
     async def make(partitions: int | None = None, **formats: str) -> TestTopics:
         suffix = uuid.uuid4().hex[:8]
-        raw = yaml.safe_load((ROOT / "topics.yaml").read_text())
-        for role, spec in raw["topics"].items():
-            spec["name"] = f"{spec['name']}.{suffix}"
-            if role in formats:
-                spec["format"] = formats[role]
-            if partitions is not None and role in ("decisions", "signals", "exec_events", "dlq"):
-                spec["partitions"] = partitions
         path = tmp_path / f"topics-{suffix}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        file = load_topics(path)
+        file = write_variant(ROOT / "topics.yaml", path, suffix, partitions, formats)
         admin = kafka.admin()
         await admin.start()
         try:

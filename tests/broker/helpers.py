@@ -6,14 +6,22 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from worker.execution.backtest import BacktestExecutor
+from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig, read_committed_topic, topic_partitions
 from worker.io.topics import TopicsFile
+from worker.policy.rng import Rng
+from worker.runtime.settings import WorkerSettings
+from worker.runtime.summary import RunSummary
+from worker.runtime.worker import ExecWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,3 +110,39 @@ def spawn_worker(
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def make_worker(
+    kafka: KafkaConfig,
+    topics: TestTopics,
+    outbox: Path,
+    group: str | None = None,
+    engine: ExecutionEngine | None = None,
+    **settings: Any,
+) -> ExecWorker:
+    """An in-process worker on the test's topics (backtest executor unless `engine` says else)."""
+    group = group or f"g-{uuid.uuid4().hex[:8]}"
+    config = WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=topics.path,
+        schemas_dir=ROOT / "schemas",
+        group_id=group,
+        transactional_prefix=group,
+        outbox_dir=outbox,
+        metrics_port=0,
+        **{"until_drained": True, **settings},
+    )
+    return ExecWorker(config, topics.file, engine or ExecutionEngine(BacktestExecutor(Rng(0))))
+
+
+async def drain(
+    kafka: KafkaConfig,
+    topics: TestTopics,
+    outbox: Path,
+    group: str | None = None,
+    engine: ExecutionEngine | None = None,
+    **settings: Any,
+) -> RunSummary:
+    """Runs a worker until its input is drained (two minutes at most)."""
+    worker = make_worker(kafka, topics, outbox, group, engine, **settings)
+    return await asyncio.wait_for(worker.run(), timeout=120)

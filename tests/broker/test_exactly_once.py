@@ -11,27 +11,13 @@ import orjson
 
 from bench.chaos import ChaosConfig, run_chaos
 from examples.gen_decisions import decisions
-from tests.broker.helpers import TestTopics, eventually, produce, read_records
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from tests.broker.helpers import TestTopics, eventually, make_worker, produce, read_records
 from worker.io.kafka import KafkaConfig
-from worker.policy.rng import Rng
-from worker.runtime.settings import WorkerSettings
 from worker.runtime.worker import ExecWorker
 
 
 def worker(kafka: KafkaConfig, topics: TestTopics, group: str, outbox: Path, until_drained: bool) -> ExecWorker:
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=group,
-        transactional_prefix=group,
-        outbox_dir=outbox,
-        until_drained=until_drained,
-        metrics_port=0,
-        max_batch=20,
-    )
-    return ExecWorker(settings, topics.file, ExecutionEngine(BacktestExecutor(Rng(0))))
+    return make_worker(kafka, topics, outbox, group, until_drained=until_drained, max_batch=20)
 
 
 def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes]]:

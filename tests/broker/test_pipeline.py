@@ -3,7 +3,6 @@ bad input in the DLQ, offsets committed with the events."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from collections import Counter
@@ -13,32 +12,16 @@ import orjson
 
 from examples.gen_decisions import decisions
 from tests.bad_corpus import BAD_DECISIONS
-from tests.broker.helpers import TestTopics, committed_offsets, end_offsets, produce, read_records
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from tests.broker.helpers import TestTopics, committed_offsets, drain, end_offsets, produce, read_records
 from worker.io.kafka import KafkaConfig
 from worker.io.outbox import Outbox
-from worker.policy.rng import Rng
-from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary
-from worker.runtime.worker import ExecWorker
 
 
 async def run_until_drained(
     kafka: KafkaConfig, topics: TestTopics, group: str, outbox: Path, max_batch: int = 200
 ) -> RunSummary:
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=group,
-        transactional_prefix=group,
-        outbox_dir=outbox,
-        until_drained=True,
-        metrics_port=0,
-        max_batch=max_batch,
-    )
-    worker = ExecWorker(settings, topics.file, ExecutionEngine(BacktestExecutor(Rng(0))))
-    return await asyncio.wait_for(worker.run(), timeout=120)
+    return await drain(kafka, topics, outbox, group, max_batch=max_batch)
 
 
 def sample(count: int, seed: int) -> list[bytes]:
@@ -127,18 +110,7 @@ async def test_commit_interval_gathers_fewer_larger_transactions(
 ) -> None:
     good = sample(300, seed=14)
     await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in good])
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        outbox_dir=tmp_path / "outbox",
-        until_drained=True,
-        metrics_port=0,
-        max_batch=1_000,
-        commit_interval_ms=500,
-    )
-    worker = ExecWorker(settings, topics.file, ExecutionEngine(BacktestExecutor(Rng(0))))
-    summary = await asyncio.wait_for(worker.run(), timeout=120)
+    summary = await drain(kafka, topics, tmp_path / "outbox", max_batch=1_000, commit_interval_ms=500)
     assert summary.events == len(good)
     # All input was there before the start: gathered for 500 ms, it fits one batch, so one
     # transaction per partition that has data.

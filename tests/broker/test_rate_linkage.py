@@ -4,7 +4,6 @@ broker; a burst with known content must produce exactly the expected deny/thrott
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.broker.helpers import ROOT, TestTopics, produce, read_records
+from tests.broker.helpers import ROOT, TestTopics, drain, make_worker, produce, read_records
 from tests.factories import decision_dict
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
@@ -20,12 +19,16 @@ from worker.io.kafka import KafkaConfig
 from worker.policy.modes import load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
-from worker.runtime.settings import WorkerSettings
-from worker.runtime.worker import ExecWorker
 
 # examples/modes.yaml: Europe/Berlin; day = 3 orders/s per symbol; night (22:00-06:00) = 1/s.
 NOON = int(datetime(2026, 1, 14, 11, 0, tzinfo=UTC).timestamp() * 1000)  # 12:00 in Berlin (CET)
 NIGHT = int(datetime(2026, 1, 14, 22, 30, tzinfo=UTC).timestamp() * 1000)  # 23:30 in Berlin
+
+
+def modes_engine() -> ExecutionEngine:
+    return ExecutionEngine(
+        BacktestExecutor(Rng(0)), policy=PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
+    )
 
 
 def burst() -> tuple[list[dict[str, object]], Counter[tuple[str, str]]]:
@@ -59,17 +62,7 @@ async def test_burst_gives_exactly_the_expected_counts(kafka: KafkaConfig, topic
     rows, expected = burst()
     # One partition: the rate wall sees the burst in its input order.
     await produce(kafka, topics.name("decisions"), [(b"burst", orjson.dumps(r)) for r in rows])
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        outbox_dir=tmp_path / "outbox",
-        until_drained=True,
-        metrics_port=0,
-    )
-    policy = PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
-    engine = ExecutionEngine(BacktestExecutor(Rng(0)), policy=policy)
-    worker = ExecWorker(settings, topics.file, engine)
+    worker = make_worker(kafka, topics, tmp_path / "outbox", engine=modes_engine())
     summary = await asyncio.wait_for(worker.run(), timeout=120)
 
     events = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
@@ -105,18 +98,7 @@ async def test_signals_become_orders_or_recorded_no_actions(
 
     values = [signal("s1", "2.5"), signal("s2", "-3.0", "ETHUSDT"), signal("s3", "0.4"), signal("s4", "9", "ADAUSDT")]
     await produce(kafka, topics.name("signals"), [(b"k", v) for v in values])
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        outbox_dir=tmp_path / "outbox",
-        until_drained=True,
-        metrics_port=0,
-    )
-    engine = ExecutionEngine(
-        BacktestExecutor(Rng(0)), policy=PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
-    )
-    summary = await asyncio.wait_for(ExecWorker(settings, topics.file, engine).run(), timeout=120)
+    summary = await drain(kafka, topics, tmp_path / "outbox", engine=modes_engine())
 
     events = {
         e["signal_row_id"]: e
@@ -153,18 +135,7 @@ async def test_forced_mode_and_harvester_health_apply_from_the_first_order(
     rows = [decision_dict(signal_row_id="e1", event_ts_ms=NOON, ts_ms=NOON, **eth)]
     rows += [decision_dict(signal_row_id=f"b{i}", event_ts_ms=NOON, ts_ms=NOON) for i in range(3)]
     await produce(kafka, topics.name("decisions"), [(b"k", orjson.dumps(r)) for r in rows])
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        outbox_dir=tmp_path / "outbox",
-        until_drained=True,
-        metrics_port=0,
-    )
-    engine = ExecutionEngine(
-        BacktestExecutor(Rng(0)), policy=PreTradePolicy(load_modes(ROOT / "examples" / "modes.yaml"))
-    )
-    worker = ExecWorker(settings, topics.file, engine)
+    worker = make_worker(kafka, topics, tmp_path / "outbox", engine=modes_engine())
     await asyncio.wait_for(worker.run(), timeout=120)
 
     events = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import subprocess
 import uuid
@@ -13,36 +12,14 @@ import orjson
 
 from examples.gen_decisions import decisions
 from tests.broker.conftest import TopicsFactory
-from tests.broker.helpers import ROOT, TestTopics, cli, produce, read_records
+from tests.broker.helpers import ROOT, TestTopics, cli, drain, produce, read_records
 from worker.codec.errors import ErrorClass
 from worker.codec.json_codec import decode_json
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
 from worker.io.outbox import Outbox
 from worker.io.topics import codec_for
-from worker.policy.rng import Rng
-from worker.runtime.settings import WorkerSettings
-from worker.runtime.summary import RunSummary
-from worker.runtime.worker import ExecWorker
-
-
-async def drain(kafka: KafkaConfig, topics: TestTopics, group: str, outbox: Path, **extra: object) -> RunSummary:
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=topics.path,
-        schemas_dir=ROOT / "schemas",
-        group_id=group,
-        transactional_prefix=group,
-        outbox_dir=outbox,
-        until_drained=True,
-        metrics_port=0,
-        **extra,  # type: ignore[arg-type]
-    )
-    worker = ExecWorker(settings, topics.file, ExecutionEngine(BacktestExecutor(Rng(0))))
-    return await asyncio.wait_for(worker.run(), timeout=120)
 
 
 async def test_avro_topics_end_to_end(kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path) -> None:
@@ -58,7 +35,7 @@ async def test_avro_topics_end_to_end(kafka: KafkaConfig, topics_factory: Topics
     messages = [(d.symbol.encode(), decisions_codec.encode(d)) for d in good] + [(b"X", v) for v in bad]
     await produce(kafka, topics.name("decisions"), messages)
 
-    summary = await drain(kafka, topics, f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox")
+    summary = await drain(kafka, topics, tmp_path / "outbox")
 
     exec_codec = codec_for(topics.file.role("exec_events"), ROOT / "schemas")
     events = [exec_codec.decode(ExecEvent, v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
@@ -102,7 +79,7 @@ async def test_redrive_after_the_cause_is_fixed(kafka: KafkaConfig, topics: Test
     group, outbox = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox"
     # The operator's allow-list is missing DOGEUSDT: those decisions are dead-lettered.
     allowed = frozenset({"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"})
-    first = await drain(kafka, topics, group, outbox, symbols=allowed)
+    first = await drain(kafka, topics, outbox, group, symbols=allowed)
     doge = sum(1 for v in values if orjson.loads(v)["symbol"] == "DOGEUSDT")
     assert doge > 0
     assert first.dlq[ErrorClass.SYMBOL] == doge
@@ -134,7 +111,7 @@ async def test_redrive_after_the_cause_is_fixed(kafka: KafkaConfig, topics: Test
     assert f"redrove {doge} records".encode() in done.stdout
 
     # With the list fixed, the redriven decisions execute; nothing else is executed twice.
-    second = await drain(kafka, topics, group, outbox, symbols=allowed | {"DOGEUSDT"})
+    second = await drain(kafka, topics, outbox, group, symbols=allowed | {"DOGEUSDT"})
     assert second.events == doge
     events = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
     assert Counter(e["signal_row_id"] for e in events) == Counter(orjson.loads(v)["signal_row_id"] for v in values)

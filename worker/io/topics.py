@@ -74,6 +74,27 @@ class TopicsConfigError(ValueError):
     pass
 
 
+def write_variant(
+    source: Path,
+    target: Path,
+    suffix: str,
+    partitions: int | None = None,
+    formats: dict[str, str] | None = None,
+) -> TopicsFile:
+    """A private copy of a topics file: every name + `.{suffix}`, optionally other partition
+    counts (for the co-partitioned roles) or formats. Tests, benchmarks and chaos runs use it so
+    that they never touch each other's (or production's) topics."""
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for role, spec in raw["topics"].items():
+        spec["name"] = f"{spec['name']}.{suffix}"
+        if formats and role in formats:
+            spec["format"] = formats[role]
+        if partitions is not None and role in (*CO_PARTITIONED_ROLES, "dlq"):
+            spec["partitions"] = partitions
+    target.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return load_topics(target)
+
+
 def load_topics(path: Path) -> TopicsFile:
     """Reads and checks topics.yaml; raises `TopicsConfigError` saying what to fix."""
     try:

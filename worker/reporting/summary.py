@@ -15,15 +15,9 @@ from typing import Any
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.state_machine import is_terminal
+from worker.runtime.summary import percentile
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-
-
-def nearest_rank(values: list[Any], q: float) -> Any:
-    if not values:
-        return None
-    rank = max(1, -(-len(values) * q // 1))
-    return values[int(rank) - 1]
 
 
 @dataclass
@@ -53,11 +47,11 @@ class Report:
             "slippage_bps": {
                 "count": len(slippage),
                 "mean": format(mean.quantize(Decimal("0.0001")), "f") if mean is not None else None,
-                **{f"p{int(q * 100)}": _fmt(nearest_rank(slippage, q)) for q in QUANTILES},
+                **{f"p{int(q * 100)}": _fmt(percentile(slippage, q)) for q in QUANTILES},
             },
             "latency_ms": {
                 "count": len(latency),
-                **{f"p{int(q * 100)}": nearest_rank(latency, q) for q in QUANTILES},
+                **{f"p{int(q * 100)}": percentile(latency, q) for q in QUANTILES},
             },
         }
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from worker.contract.events import ExecEvent
 
+T = TypeVar("T")
 
-def percentile(sorted_values: list[int], fraction: float) -> int | None:
+
+def percentile(sorted_values: list[T], fraction: float) -> T | None:
     """Nearest-rank percentile of an ascending list (None when empty)."""
     if not sorted_values:
         return None
