@@ -76,15 +76,44 @@ def decisions(count: int, seed: int, start_ms: int = START_MS) -> Iterator[dict[
         }
 
 
+def market_snapshots(rows: list[dict[str, object]], seed: int) -> Iterator[dict[str, object]]:
+    """A market.v1 snapshot shortly before each decision: a quote around the decision's price
+    (2 bps spread, a seeded offset of up to +-10 bps) with five levels of depth each side."""
+    rng = random.Random(seed + 1)
+    for row in rows:
+        if row["px"] is None:
+            continue
+        tick = Decimal(str(row["tick_size"]))
+        mid = Decimal(str(row["px"])) * (1 + Decimal(rng.randint(-10, 10)) / Decimal(10_000))
+        half = max(tick, (mid * Decimal("0.0001")).quantize(tick))
+        bid = (mid - half).quantize(tick)
+        ask = (mid + half).quantize(tick)
+        size = Decimal(str(row["qty"])) * 2
+        yield {
+            "symbol": row["symbol"],
+            "event_time_ms": int(str(row["event_ts_ms"])) - 1,
+            "bid": str(bid),
+            "ask": str(ask),
+            "bids": [{"px": str(bid - tick * i), "qty": str(size)} for i in range(5)],
+            "asks": [{"px": str(ask + tick * i), "qty": str(size)} for i in range(5)],
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start-ms", type=int, default=START_MS)
+    parser.add_argument("--market-out", help="also write matching market.v1 snapshots (JSONL) to this file")
     args = parser.parse_args()
+    rows = list(decisions(args.count, args.seed, args.start_ms))
     out = sys.stdout.buffer
-    for decision in decisions(args.count, args.seed, args.start_ms):
+    for decision in rows:
         out.write(orjson.dumps(decision) + b"\n")
+    if args.market_out:
+        with open(args.market_out, "wb") as handle:
+            for snapshot in market_snapshots(rows, args.seed):
+                handle.write(orjson.dumps(snapshot) + b"\n")
     return 0
 
 

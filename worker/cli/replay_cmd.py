@@ -8,10 +8,16 @@ from pathlib import Path
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
 from worker.cli.run_cmd import policy_from
+from worker.codec.errors import DecodeError
+from worker.codec.json_codec import decode_json
+from worker.contract.messages import MarketSnapshot
 from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.execution.engine import EngineConfig, ExecutionEngine
+from worker.execution.fills import FillModel, fill_model
+from worker.execution.market import MarketView
 from worker.io.kafka import read_committed_topic
 from worker.policy.rng import Rng
+from worker.policy.rounding import PriceRounding
 from worker.runtime.replay import read_input_file, replay
 
 
@@ -32,6 +38,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--to-topic", help="also publish the exec-events to this topic")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated latency")
     parser.add_argument("--modes", type=Path, help="strategy modes file; modes follow sim-time")
+    parser.add_argument(
+        "--fill-model",
+        default="immediate",
+        help="immediate | quote | depth | spread_fees | fixed_bps:BPS | sqrt_impact:K_BPS:ADV",
+    )
+    parser.add_argument("--market", type=Path, help="JSONL market.v1 snapshots (needed by quote and depth)")
+    parser.add_argument(
+        "--price-rounding", default="passive", help="passive (default) | aggressive | nearest (docs: rounding)"
+    )
     add_kafka_options(parser)
     parser.set_defaults(handler=run_replay)
 
@@ -49,6 +64,39 @@ def parse_ranges(specs: list[str]) -> dict[int, tuple[int | None, int | None]] |
     return ranges
 
 
+def fill_model_from(args: argparse.Namespace) -> FillModel:
+    try:
+        model = fill_model(args.fill_model)
+    except ValueError as exc:
+        raise UsageError(f"--fill-model: {exc}") from None
+    if model.name in ("quote", "depth") and getattr(args, "market", None) is None:
+        raise UsageError(f"--fill-model {model.name} needs market data: pass --market FILE (market.v1 JSONL)")
+    return model
+
+
+def market_from(args: argparse.Namespace) -> MarketView | None:
+    if args.market is None:
+        return None
+    if not args.market.is_file():
+        raise UsageError(f"--market {args.market}: no such file")
+    snapshots = []
+    for number, line in enumerate(args.market.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            snapshots.append(decode_json(MarketSnapshot, line))
+        except DecodeError as exc:
+            raise UsageError(f"--market {args.market}:{number}: {exc.reason}") from None
+    return MarketView.from_snapshots(snapshots)
+
+
+def rounding_from(args: argparse.Namespace) -> PriceRounding:
+    try:
+        return PriceRounding(args.price_rounding)
+    except ValueError:
+        raise UsageError("--price-rounding: use passive, aggressive or nearest") from None
+
+
 async def run_replay(args: argparse.Namespace) -> int:
     if args.from_file is not None:
         if not args.from_file.is_file():
@@ -62,7 +110,8 @@ async def run_replay(args: argparse.Namespace) -> int:
         topic = resolve_topic(topics_from(args), args.from_topic)
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
         values = [record.value for record in records]
-    engine = ExecutionEngine(BacktestExecutor(Rng(args.seed)), policy=policy_from(args))
+    executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
+    engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
     result = await replay(engine, values, args.out)
     if args.to_topic:
         kafka = kafka_from(args)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from worker.contract.events import DlqRecord, ExecEvent
-from worker.contract.messages import Decision, HarvestHealth, Signal, StrategyModeCommand
+from worker.contract.messages import Decision, HarvestHealth, MarketSnapshot, Signal, StrategyModeCommand
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx
 
 # Schema name -> model. The name is also the path under schemas/ (without extension).
@@ -21,6 +21,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "risk_contract/v1/signal": Signal,
     "risk_contract/v1/strategy_mode": StrategyModeCommand,
     "risk_contract/v1/harvest_health": HarvestHealth,
+    "risk_contract/v1/market": MarketSnapshot,
     "executor_contract/v1/exec_event": ExecEvent,
     "executor_contract/v1/dlq_record": DlqRecord,
     "executor_contract/v1/order_ctx": OrderCtx,
@@ -34,6 +35,7 @@ WIRE_CONTRACTS = (
     "risk_contract/v1/signal",
     "risk_contract/v1/strategy_mode",
     "risk_contract/v1/harvest_health",
+    "risk_contract/v1/market",
     "executor_contract/v1/exec_event",
     "executor_contract/v1/dlq_record",
 )

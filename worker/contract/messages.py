@@ -113,3 +113,27 @@ class HarvestHealth(BaseModel):
     dedupe_count: Annotated[int, Field(ge=0, strict=True)] = Field(description="Rows dropped as duplicates.")
     drop_count: Annotated[int, Field(ge=0, strict=True)] = Field(description="Rows lost (gaps, errors).")
     stale: bool = Field(description="The feed has stopped: no new orders for this symbol.")
+
+
+class BookLevel(BaseModel):
+    """One price level of an order book."""
+
+    model_config = _INBOUND
+
+    px: PositiveDecimal = Field(description="Level price.")
+    qty: PositiveDecimal = Field(description="Quantity available at that price.")
+
+
+class MarketSnapshot(BaseModel):
+    """`market.v1`: the market for one symbol at one event time (top of book, optional depth,
+    optional last trade). Backtests order it by `event_time_ms`."""
+
+    model_config = _INBOUND
+
+    symbol: Symbol = Field(description="Venue symbol.")
+    event_time_ms: TimestampMs = Field(description="Exchange event time (ms, UTC).")
+    bid: PositiveDecimal = Field(description="Best bid.")
+    ask: PositiveDecimal = Field(description="Best ask.")
+    bids: list[BookLevel] = Field(default_factory=list, description="Bid levels, best first.")
+    asks: list[BookLevel] = Field(default_factory=list, description="Ask levels, best first.")
+    last_px: PositiveDecimal | None = Field(default=None, description="Last trade price, if any.")

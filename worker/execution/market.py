@@ -1,0 +1,77 @@
+"""Market time for backtests: snapshots ordered by `event_time_ms`, looked up as of an order's
+event time, and trade direction by the tick rule.
+
+Tick rule (as upstream's CVD): a trade above the previous price is a buy, below is a sell; at an
+unchanged price the previous direction carries over, but only for at most `max_carry` trades in a
+row and `max_carry_ms` since the last price change; beyond either cap the direction is unknown
+(0). The caps stop one old uptick from labelling a long flat stretch as buying.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from worker.contract.messages import MarketSnapshot
+from worker.execution.fills import Quote
+
+# Upstream's defaults: carry a direction across at most 50 unchanged prices or 5 seconds.
+DEFAULT_MAX_CARRY = 50
+DEFAULT_MAX_CARRY_MS = 5_000
+
+
+def tick_rule(
+    trades: Iterable[tuple[int, Decimal]],
+    max_carry: int = DEFAULT_MAX_CARRY,
+    max_carry_ms: int = DEFAULT_MAX_CARRY_MS,
+) -> list[int]:
+    """Direction (+1 buy, -1 sell, 0 unknown) of each (event_time_ms, price), in time order."""
+    directions: list[int] = []
+    previous: Decimal | None = None
+    direction, carried, changed_at = 0, 0, 0
+    for at_ms, price in trades:
+        if previous is None or price == previous:
+            carried += 1
+            stale = previous is None or carried > max_carry or at_ms - changed_at > max_carry_ms
+            directions.append(0 if stale else direction)
+        else:
+            direction = 1 if price > previous else -1
+            carried, changed_at = 0, at_ms
+            directions.append(direction)
+        previous = price
+    return directions
+
+
+@dataclass
+class MarketView:
+    """Snapshots per symbol in event-time order; `quote_at` answers "what was the market then"."""
+
+    _times: dict[str, list[int]] = field(default_factory=dict)
+    _quotes: dict[str, list[Quote]] = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshots(cls, snapshots: Iterable[MarketSnapshot]) -> MarketView:
+        view = cls()
+        # Market time: sort by event time (then arrival order, which sorted() keeps for ties).
+        for snap in sorted(snapshots, key=lambda s: s.event_time_ms):
+            view._times.setdefault(snap.symbol, []).append(snap.event_time_ms)
+            view._quotes.setdefault(snap.symbol, []).append(
+                Quote(
+                    bid=snap.bid,
+                    ask=snap.ask,
+                    bids=tuple((level.px, level.qty) for level in snap.bids),
+                    asks=tuple((level.px, level.qty) for level in snap.asks),
+                    event_time_ms=snap.event_time_ms,
+                )
+            )
+        return view
+
+    def quote_at(self, symbol: str, at_ms: int) -> Quote | None:
+        """The latest snapshot at or before `at_ms` (None before the first one)."""
+        times = self._times.get(symbol)
+        if not times:
+            return None
+        index = bisect.bisect_right(times, at_ms) - 1
+        return self._quotes[symbol][index] if index >= 0 else None
