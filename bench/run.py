@@ -363,10 +363,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         wanted = (
             set(args.only.split(","))
             if args.only
-            else {"decode", "replay", "outbox", "throughput", "venue", "latency", "gating"}
+            else {"decode", "replay", "parity", "outbox", "throughput", "venue", "latency", "gating"}
         )
         if "decode" in wanted:
             results["decode"] = bench_decode(args.decode_count)
+        if "parity" in wanted:
+            from bench.parity import measure_parity
+
+            results["parity"] = (await measure_parity(args.parity_count)).to_json()
         if "replay" in wanted:
             results["replay"] = await bench_replay(args.replay_count)
         if "outbox" in wanted:
@@ -390,10 +394,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000, help="msg/s for the latency run")
     parser.add_argument("--seconds", type=int, default=20, help="duration of the latency run")
     parser.add_argument("--outbox-count", type=int, default=100_000)
+    parser.add_argument("--parity-count", type=int, default=1_000, help="decisions for the parity run")
     parser.add_argument("--replay-count", type=int, default=50_000, help="decisions for the replay run")
     parser.add_argument("--venue-count", type=int, default=10_000, help="decisions for the venue run")
     parser.add_argument("--decode-count", type=int, default=20_000)
-    parser.add_argument("--only", help="comma-separated subset: decode,replay,outbox,throughput,venue,latency,gating")
+    parser.add_argument(
+        "--only", help="comma-separated subset: decode,replay,parity,outbox,throughput,venue,latency,gating"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -105,8 +105,17 @@ class Market:
         self._half_spread = spread_bps / 2 / _BPS
         self._walk_bps = walk_bps
         self.resting: dict[str, list[VenueOrder]] = {}
+        self._pinned: dict[str, tuple[Decimal, Decimal]] = {}
+
+    def set_quote(self, symbol: str, bid: Decimal, ask: Decimal) -> None:
+        """Pins a symbol's quote (the market-data mode: quotes come from outside, not the flow)."""
+        self._pinned[symbol] = (bid, ask)
+        self._mid[symbol] = (bid + ask) / 2
+        self._sweep(symbol)
 
     def quote(self, symbol: str) -> tuple[Decimal, Decimal] | None:
+        if symbol in self._pinned:
+            return self._pinned[symbol]
         mid = self._mid.get(symbol)
         if mid is None:
             return None
@@ -145,9 +154,15 @@ class Market:
             book.remove(order)
 
     def _move(self, symbol: str, anchor: Decimal) -> None:
+        if symbol in self._pinned:
+            return  # quotes come from market data, not from the order flow
         step = Decimal(self._rng.randint(-self._walk_bps, self._walk_bps)) / _BPS if self._walk_bps else 0
         self._mid[symbol] = anchor * (1 + step)
-        bid, ask = self.quote(symbol) or (anchor, anchor)
+        self._sweep(symbol)
+
+    def _sweep(self, symbol: str) -> None:
+        """Fills resting orders that the current quote now crosses, at their own price."""
+        bid, ask = self.quote(symbol) or (Decimal(0), Decimal(0))
         still: list[VenueOrder] = []
         for resting in self.resting.get(symbol, []):
             assert resting.price is not None

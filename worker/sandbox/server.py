@@ -102,6 +102,7 @@ class SandboxExchange:
         app.router.add_delete("/api/v3/order", self._cancel_order)
         app.router.add_post("/api/v3/order/cancelReplace", self._cancel_replace)
         app.router.add_get("/sandbox/ledger", self._ledger)
+        app.router.add_post("/sandbox/quote", self._set_quote)
         return app
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -258,6 +259,18 @@ class SandboxExchange:
             }
 
         return await self._guarded(request, "cancelReplace", replace)
+
+    async def _set_quote(self, request: web.Request) -> web.Response:
+        """Test and replay hook (not Binance): pin a symbol's quote, `{"symbol", "bid", "ask"}`."""
+        body = await request.json()
+        try:
+            symbol, bid, ask = body["symbol"], Decimal(str(body["bid"])), Decimal(str(body["ask"]))
+        except (KeyError, InvalidOperation):
+            return web.json_response({"error": "expected {symbol, bid, ask}"}, status=400)
+        if symbol not in self.market.specs or not 0 < bid <= ask:
+            return web.json_response({"error": "unknown symbol or bid > ask"}, status=400)
+        self.market.set_quote(symbol, bid, ask)
+        return web.json_response({"symbol": symbol, "bid": str(bid), "ask": str(ask)})
 
     async def _ledger(self, request: web.Request) -> web.Response:
         for coid, order in self.orders.items():
