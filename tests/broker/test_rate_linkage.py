@@ -147,3 +147,42 @@ async def test_forced_mode_and_harvester_health_apply_from_the_first_order(
     # storm allows 0.5 orders/s per symbol (burst 1); BTC's 16% loss scales that down to the floor: still 1 at once.
     assert [events[f"b{i}"]["status"] for i in range(3)] == ["FILLED", "THROTTLED", "THROTTLED"]
     assert worker.metrics.control_errors.labels(topics.name("harvest_health"))._value.get() == 1
+
+
+async def test_market_activity_switches_the_mode_with_hysteresis(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    from tests.broker.helpers import eventually
+
+    worker = make_worker(kafka, topics, tmp_path / "outbox", engine=modes_engine(), until_drained=False)
+    task = asyncio.create_task(worker.run())
+    modes = worker.engine.policy.modes
+    # 12 snapshots inside one second of event time: 12/s >= on_at 10 -> storm.
+    burst = [
+        orjson.dumps({"symbol": "BTCUSDT", "event_time_ms": NOON + i * 50, "bid": "64249", "ask": "64250"})
+        for i in range(12)
+    ]
+
+    async def market_seen() -> bool:
+        await produce(kafka, topics.name("market"), [(b"BTCUSDT", v) for v in burst])
+        return modes.choose(NOON)[0] == "storm"
+
+    await eventually(market_seen, timeout_s=30, what="the market trigger to turn on")
+    await produce(kafka, topics.name("decisions"), [(b"k", orjson.dumps(decision_dict(event_ts_ms=NOON, ts_ms=NOON)))])
+
+    async def executed() -> bool:
+        return len(await read_records(kafka, topics.name("exec_events"))) == 1
+
+    await eventually(executed, what="the decision to execute")
+    # A quiet market (one snapshot in the next second: 1/s <= off_at 5) turns it off again.
+    quiet = orjson.dumps({"symbol": "BTCUSDT", "event_time_ms": NOON + 5_000, "bid": "64249", "ask": "64250"})
+    await produce(kafka, topics.name("market"), [(b"BTCUSDT", quiet)])
+
+    async def calm() -> bool:
+        return modes.choose(NOON)[0] == "day"
+
+    await eventually(calm, timeout_s=30, what="the market trigger to turn off")
+    worker.request_stop()
+    await asyncio.wait_for(task, timeout=60)
+    (event,) = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
+    assert event["mode"] == "storm"

@@ -1,4 +1,5 @@
-"""The control feed: `strategy-mode.v1` (explicit modes) and `harvest-health.v1` (feed health).
+"""The control feed: `strategy-mode.v1` (explicit modes), `harvest-health.v1` (feed health) and
+`market.v1` (market activity for the modes' market trigger: snapshots per second of event time).
 
 Both topics are compacted: the latest value per key is the state. The feed reads them from the
 beginning before the worker consumes any input (so a forced mode applies from the first order),
@@ -10,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.codec.errors import DecodeError
 from worker.codec.wire import WireCodec
-from worker.contract.messages import HarvestHealth, StrategyModeCommand
+from worker.contract.messages import HarvestHealth, MarketSnapshot, StrategyModeCommand
 from worker.io.kafka import KafkaConfig, topic_partitions
 from worker.policy.pretrade import PreTradePolicy
 from worker.runtime.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+# Activity is measured over one second of event time: short enough to catch a burst, long
+# enough not to flap on single messages (the trigger's hysteresis does the rest).
+ACTIVITY_WINDOW_MS = 1_000
 
 
 class ControlFeed:
@@ -31,12 +37,18 @@ class ControlFeed:
         metrics: WorkerMetrics,
         mode_topic: tuple[str, WireCodec],
         health_topic: tuple[str, WireCodec],
+        market_topic: tuple[str, WireCodec] | None = None,
     ) -> None:
         self._kafka = kafka
         self._policy = policy
         self._metrics = metrics
         self._codecs = {mode_topic[0]: mode_topic[1], health_topic[0]: health_topic[1]}
         self._mode_topic = mode_topic[0]
+        self._market_topic = market_topic[0] if market_topic else None
+        if market_topic is not None:
+            self._codecs[market_topic[0]] = market_topic[1]
+        # Event times of the market snapshots of the last ACTIVITY_WINDOW_MS.
+        self._recent: deque[int] = deque()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -45,13 +57,16 @@ class ControlFeed:
         consumer = self._kafka.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
         await consumer.start()
         self._consumer = consumer
-        tps: list[TopicPartition] = []
+        state: list[TopicPartition] = []  # compacted: the whole topic is the state
+        live: list[TopicPartition] = []  # market data: only what happens from now on matters
         for topic in self._codecs:
-            tps += await topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        behind = [tp for tp in tps if ends[tp] > 0]
+            (live if topic == self._market_topic else state).extend(await topic_partitions(consumer, topic))
+        consumer.assign(state + live)
+        await consumer.seek_to_beginning(*state)
+        if live:
+            await consumer.seek_to_end(*live)
+        ends = await consumer.end_offsets(state)
+        behind = [tp for tp in state if ends[tp] > 0]
         while behind:
             await self._apply(await consumer.getmany(timeout_ms=500))
             behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]
@@ -69,6 +84,13 @@ class ControlFeed:
         while True:
             await self._apply(await self._consumer.getmany(timeout_ms=1_000))
 
+    def _observe_market(self, snapshot: MarketSnapshot) -> None:
+        """Activity = market snapshots per second of event time, fed to the market trigger."""
+        self._recent.append(snapshot.event_time_ms)
+        while self._recent and self._recent[0] <= snapshot.event_time_ms - ACTIVITY_WINDOW_MS:
+            self._recent.popleft()
+        self._policy.modes.observe_activity(len(self._recent) * 1000 / ACTIVITY_WINDOW_MS)
+
     async def _apply(self, batches: dict[TopicPartition, list[object]]) -> None:
         for tp, records in batches.items():
             codec = self._codecs[tp.topic]
@@ -77,7 +99,9 @@ class ControlFeed:
                 if value is None:
                     continue  # a tombstone: nothing to apply
                 try:
-                    if tp.topic == self._mode_topic:
+                    if tp.topic == self._market_topic:
+                        self._observe_market(codec.decode(MarketSnapshot, value))
+                    elif tp.topic == self._mode_topic:
                         command = codec.decode(StrategyModeCommand, value)
                         self._policy.modes.set_explicit(command.mode)
                         log.info("audit: explicit mode set to %s (%s)", command.mode, command.reason or "no reason")

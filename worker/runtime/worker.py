@@ -107,6 +107,9 @@ class ExecWorker:
             self.metrics,
             (topics.role("strategy_mode").name, codec_for(topics.role("strategy_mode"), settings.schemas_dir)),
             (topics.role("harvest_health").name, codec_for(topics.role("harvest_health"), settings.schemas_dir)),
+            (topics.role("market").name, codec_for(topics.role("market"), settings.schemas_dir))
+            if "market" in topics.topics
+            else None,
         )
         self.exec_topic = topics.role("exec_events").name
         self.dlq_topic = topics.role("dlq").name
