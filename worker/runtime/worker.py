@@ -27,15 +27,13 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from worker.codec.errors import DecodeError, ErrorClass
-from worker.codec.json_codec import encode_json
-from worker.codec.wire import JsonWire
 from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
 from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook, OrderRecord
-from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, send_to_partition
+from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile, codec_for
 from worker.policy.signals import MissingFilters, signal_to_decision
@@ -46,6 +44,7 @@ from worker.runtime.mirror import OutboxMirror
 from worker.runtime.recovery import rebuild_partitions
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary
+from worker.runtime.transactions import TransactionWriter
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,8 @@ class ExecWorker:
         self.metrics = metrics or WorkerMetrics()
         self.summary = RunSummary()
         self.outbox = Outbox(settings.outbox_dir)
-        self.mirror = OutboxMirror(self.outbox, topics.role("exec_events").name, self.metrics, self.summary)
+        self.exec_topic = topics.role("exec_events").name
+        self.mirror = OutboxMirror(self.outbox, self.exec_topic, self.metrics, self.summary)
         self.decisions_topic = topics.role("decisions").name
         self.signals_topic = topics.role("signals").name
         self.input_topics = [self.decisions_topic, self.signals_topic]
@@ -100,7 +100,15 @@ class ExecWorker:
             for spec in (topics.role("decisions"), topics.role("signals"))
         }
         self.exec_codec = codec_for(topics.role("exec_events"), settings.schemas_dir)
-        self.dlq_codec = codec_for(topics.role("dlq"), settings.schemas_dir)
+        self.writer = TransactionWriter(
+            (self.exec_topic, self.exec_codec),
+            (
+                topics.role("dlq").name,
+                codec_for(topics.role("dlq"), settings.schemas_dir),
+                topics.role("dlq").partitions,
+            ),
+            settings.group_id,
+        )
         self.control = ControlFeed(
             self.kafka,
             engine.policy,
@@ -111,9 +119,6 @@ class ExecWorker:
             if "market" in topics.topics
             else None,
         )
-        self.exec_topic = topics.role("exec_events").name
-        self.dlq_topic = topics.role("dlq").name
-        self.dlq_partitions = topics.role("dlq").partitions
         self._owners: dict[int, PartitionOwner] = {}
         # Held while a batch is processed and while partitions change hands, so that a revoke
         # waits for the in-flight transaction to finish instead of racing it.
@@ -378,7 +383,7 @@ class ExecWorker:
     ) -> bool:
         """Commits one transaction and folds its state; False (state rolled back) if it failed."""
         try:
-            published, next_mark = await self._commit(owner, events, dead, offsets)
+            published, next_mark = await self.writer.commit(owner.producer, owner.partition, events, dead, offsets)
         except ProducerFenced:
             log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
             owner.book.rollback()
@@ -478,52 +483,6 @@ class ExecWorker:
             raise DecodeError(ErrorClass.SYMBOL, f"symbol {decision.symbol} is not in the configured list")
         return decision
 
-    async def _commit(
-        self,
-        owner: PartitionOwner,
-        events: list[ExecEvent],
-        dead: list[DlqRecord],
-        offsets: dict[TopicPartition, int],
-    ) -> tuple[list[tuple[ExecEvent, bytes]], int | None]:
-        """One transaction: events + DLQ records + input offsets. Returns the events with their
-        JSON lines (for the outbox) and the exec-events offset after the last one (or None)."""
-        producer = owner.producer
-        payloads = [(event, encode_json(event)) for event in events]
-        # The outbox is always JSONL; the topic uses its own format (the same bytes for JSON).
-        kafka_values = (
-            [line for _, line in payloads]
-            if isinstance(self.exec_codec, JsonWire)
-            else [self.exec_codec.encode(event) for event in events]
-        )
-        await producer.begin_transaction()
-        try:
-            exec_batches = await send_to_partition(
-                producer,
-                self.exec_topic,
-                owner.partition,
-                [(event.symbol.encode(), value) for event, value in zip(events, kafka_values, strict=True)],
-            )
-            dlq_batches = await send_to_partition(
-                producer,
-                self.dlq_topic,
-                owner.partition % self.dlq_partitions,
-                [(record.source.topic.encode(), self.dlq_codec.encode(record)) for record in dead],
-            )
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
-            exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
-            await asyncio.gather(*(future for future, _ in dlq_batches))
-            await producer.commit_transaction()
-        except ProducerFenced:
-            raise  # a fenced producer cannot abort; the new owner's init_transactions did
-        except BaseException:
-            await _quiet_abort(producer)
-            raise
-        next_exec_offset = None
-        if exec_batches:
-            next_exec_offset = exec_meta[-1].offset + exec_batches[-1][1]
-        return payloads, next_exec_offset
-
     async def _abort(self, owner: PartitionOwner, tps: list[TopicPartition]) -> None:
         owner.book.rollback()
         self.summary.aborted += 1
@@ -566,17 +525,3 @@ class ExecWorker:
         for reason in dropped:
             self.summary.dropped[reason] += 1
             self.metrics.dropped.labels(reason).inc()
-
-
-async def _quiet_abort(producer: AIOKafkaProducer) -> None:
-    try:
-        await producer.abort_transaction()
-    except (KafkaError, AssertionError) as exc:
-        # A producer in a fatal state cannot abort (aiokafka asserts on the state change); the
-        # broker aborts the transaction when it times out or the next owner starts.
-        log.warning("abort failed: %s", exc)
-
-
-def monotonic_s() -> float:
-    """Elapsed-time measurement for the summary only; never reaches an event."""
-    return time.monotonic()
