@@ -34,13 +34,18 @@ REPLAY_SOURCE = "replay"
 _PUBLISH_CHUNK = 20_000
 
 
-@dataclass
+@dataclass(repr=False)
 class ReplayResult:
     decisions: int = 0
     events: list[ExecEvent] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)  # undecodable input, by error class
     digest: str = ""
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio may repr a finished task's result (Python 3.11 does so while
+        # restoring signal handlers), and a full repr of every event costs seconds on big replays.
+        return f"ReplayResult(decisions={self.decisions}, events={len(self.events)}, digest={self.digest[:12]})"
 
 
 def canonical_order(values: Iterable[bytes]) -> tuple[list[Decision], Counter[str]]:
