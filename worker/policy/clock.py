@@ -1,4 +1,11 @@
-"""Time as an injected dependency: sim-time for replays and backtests, wall-clock for live."""
+"""Time as an injected dependency.
+
+Sim-time needs no object: in replays and backtests the time of a command is its own
+`event_ts_ms`, passed explicitly to whatever needs it (the backtest executor, the modes, the
+rate wall). That makes a result a function of the command alone, whatever else was processed
+before it and however the input was partitioned. Live code that needs "now" takes a
+`TimeProvider`; `WallClock` is the only one, and nothing a replay runs ever receives it.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +17,6 @@ class TimeProvider(Protocol):
     def now_ms(self) -> int:
         """Current time in integer milliseconds since the epoch (UTC)."""
         ...
-
-
-class SimClock:
-    """Time that moves only when an event says so: `advance_to(event_ts_ms)` never goes back.
-
-    Replays and backtests read the time from the data, so the same input gives the same output
-    whenever and however fast it is replayed.
-    """
-
-    def __init__(self, start_ms: int = 0) -> None:
-        self._now_ms = start_ms
-
-    def advance_to(self, ts_ms: int) -> None:
-        # Monotone: an out-of-order event does not move the clock back.
-        if ts_ms > self._now_ms:
-            self._now_ms = ts_ms
-
-    def now_ms(self) -> int:
-        return self._now_ms
 
 
 class WallClock:
