@@ -3,6 +3,7 @@ bad input in the DLQ, offsets committed with the events."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections import Counter
@@ -116,3 +117,27 @@ async def test_commit_interval_gathers_fewer_larger_transactions(
     # transaction per partition that has data.
     partitions_with_data = {p for p, _, _ in await read_records(kafka, topics.name("decisions"))}
     assert summary.transactions == len(partitions_with_data)
+
+
+async def test_an_internal_error_on_one_message_dead_letters_it_and_the_worker_goes_on(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    from tests.broker.helpers import make_worker
+
+    good = sample(60, seed=15)
+    await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in good])
+    worker = make_worker(kafka, topics, tmp_path / "outbox")
+    poisoned = orjson.loads(good[7])["signal_row_id"]
+    real_prepare = worker.engine.prepare
+
+    def prepare(book, decision, source):  # type: ignore[no-untyped-def]
+        if decision.signal_row_id == poisoned:
+            raise ArithmeticError("simulated bug")
+        return real_prepare(book, decision, source)
+
+    worker.engine.prepare = prepare  # type: ignore[method-assign]
+    summary = await asyncio.wait_for(worker.run(), timeout=120)
+    assert summary.events == len(good) - 1
+    (dead,) = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("dlq"))]
+    assert dead["error_class"] == "internal" and "simulated bug" in dead["reason"]
+    assert orjson.loads(base64.b64decode(dead["value_b64"]))["signal_row_id"] == poisoned

@@ -67,3 +67,19 @@ def test_round_to_step_is_exact_for_binary_unfriendly_values() -> None:
     # 0.1 + 0.2 style values that float arithmetic gets wrong.
     assert round_to_step(Decimal("0.30000000000000004"), Decimal("0.1"), up=False) == Decimal("0.3")
     assert round_to_step(Decimal("0.3"), Decimal("0.1"), up=True) == Decimal("0.3")
+
+
+@given(
+    px=st.from_regex(r"[1-9][0-9]{0,28}\.[0-9]{1,9}", fullmatch=True),
+    qty=st.from_regex(r"[1-9][0-9]{0,20}\.[0-9]{1,9}", fullmatch=True),
+    side=st.sampled_from(list(Side)),
+)
+def test_rounding_is_exact_for_any_contract_sized_decimal(px: str, qty: str, side: Side) -> None:
+    # Up to 40-character decimals (the contract's limit) must never raise or lose digits.
+    tick, step = Decimal("0.000000001"), Decimal("0.000000001")
+    result = align_order(side, Decimal(qty), Decimal(px), tick, step, Decimal(0))
+    assert result.px is not None
+    assert result.px == Decimal(px) and result.qty == Decimal(qty)  # already on a 1e-9 grid
+    coarse = align_order(side, Decimal(qty), Decimal(px), Decimal("0.01"), Decimal("1"), Decimal(0))
+    assert coarse.px is not None and coarse.px.as_tuple().exponent == -2
+    assert abs(coarse.px - Decimal(px)) < Decimal("0.01")

@@ -12,6 +12,7 @@ class ErrorClass(StrEnum):
     SCHEMA = "schema"  # a field is missing, of the wrong type, or out of its range
     SYMBOL = "symbol"  # symbol not in the configured list
     UNKNOWN_SCHEMA = "unknown_schema"  # Avro schema id the registry does not know
+    INTERNAL = "internal"  # the worker failed on this message (a bug): kept, with the error, for redrive
     CONFIG = "config"  # valid, but this worker is not configured to act on it (redrive once it is)
 
 

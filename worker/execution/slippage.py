@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from worker.contract.enums import Side
+from worker.policy.rounding import EXACT
 
 _BPS = Decimal(10_000)
 # Four decimal places of a basis point: far below any venue's tick, and a fixed exponent keeps
@@ -16,5 +17,6 @@ def slippage_bps(side: Side, px_intent: Decimal | None, px_fill: Decimal | None)
     """Fill price against intended price in bps; positive = worse for us (BUY higher, SELL lower)."""
     if px_intent is None or px_fill is None:
         return None
-    signed = (px_fill - px_intent) if side is Side.BUY else (px_intent - px_fill)
-    return (signed / px_intent * _BPS).quantize(_SLIPPAGE_QUANTUM)
+    with localcontext(EXACT):
+        signed = (px_fill - px_intent) if side is Side.BUY else (px_intent - px_fill)
+        return (signed / px_intent * _BPS).quantize(_SLIPPAGE_QUANTUM)

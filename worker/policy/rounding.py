@@ -8,10 +8,15 @@ never trade more than asked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from enum import StrEnum
 
 from worker.contract.enums import Side
+
+# Inputs have at most 40 characters (contract.types.MAX_DECIMAL_CHARS); 100 significant digits
+# keep every division, product and quantize below exact for any pair of them (the default
+# context's 28 digits is not: a 30-digit price raised InvalidOperation).
+EXACT = Context(prec=100)
 
 
 class PriceRounding(StrEnum):
@@ -39,13 +44,15 @@ class RoundingError(ValueError):
 
 def round_to_step(value: Decimal, step: Decimal, *, up: bool) -> Decimal:
     """`value` moved onto the grid `k * step`, up or down; exact in Decimal."""
-    units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return _on_grid(units, step)
+    with localcontext(EXACT):
+        units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+        return _on_grid(units, step)
 
 
 def round_nearest(value: Decimal, step: Decimal) -> Decimal:
-    units = (value / step + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
-    return _on_grid(units, step)
+    with localcontext(EXACT):
+        units = (value / step + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
+        return _on_grid(units, step)
 
 
 def _on_grid(units: Decimal, step: Decimal) -> Decimal:
@@ -65,6 +72,19 @@ def align_order(
     rule: PriceRounding = PriceRounding.PASSIVE,
 ) -> Rounded:
     """Rounds price and quantity to the venue grid and checks the minimum notional."""
+    with localcontext(EXACT):
+        return _align(side, qty, px, tick_size, step_size, min_notional, rule)
+
+
+def _align(
+    side: Side,
+    qty: Decimal,
+    px: Decimal | None,
+    tick_size: Decimal,
+    step_size: Decimal,
+    min_notional: Decimal,
+    rule: PriceRounding,
+) -> Rounded:
     qty_rounded = round_to_step(qty, step_size, up=False)
     if qty_rounded <= 0:
         raise RoundingError("qty_below_step", f"qty {qty} rounds to 0 at step {step_size}")

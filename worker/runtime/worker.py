@@ -328,7 +328,15 @@ class ExecWorker:
                     dropped.append("signal_no_action")  # below the mode's Z: recorded, not traded
                     continue
                 source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
-                prepared = self.engine.prepare(owner.book, decision, source)
+                try:
+                    prepared = self.engine.prepare(owner.book, decision, source)
+                except Exception as exc:
+                    # A bug must not stop the worker or lose the message: dead-letter it with the
+                    # error (and a stack trace in the log), go on with the batch.
+                    log.exception("internal error on %s[%d]@%d", tp.topic, tp.partition, record.offset)
+                    reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+                    dead.append(dlq_record(record, DecodeError(ErrorClass.INTERNAL, reason)))
+                    continue
                 decided.extend(prepared.events)
                 if prepared.dropped:
                     dropped.append(prepared.dropped)
