@@ -145,3 +145,27 @@ async def test_topics_apply_is_idempotent_and_reports_drift(kafka: KafkaConfig, 
     assert b"drift" in second.stdout and b"cluster has 1, topics.yaml says 2" in second.stdout
     # Drift is reported, never repaired.
     assert b"ok " in apply().stdout
+
+
+def test_run_fails_fast_when_its_topics_do_not_exist(kafka: KafkaConfig, tmp_path: Path) -> None:
+    topics = tmp_path / "topics.yaml"
+    topics.write_text((ROOT / "topics.yaml").read_text().replace("exec-events.v1", "exec-events.never-created"))
+    result = subprocess.run(
+        cli(
+            "run",
+            "--bootstrap-servers",
+            kafka.bootstrap_servers,
+            "--topics",
+            str(topics),
+            "--metrics-port",
+            "0",
+            "--outbox",
+            str(tmp_path / "outbox"),
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"missing topics: exec-events.never-created" in result.stderr
+    assert b"execworker topics apply" in result.stderr

@@ -152,7 +152,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     topics = topics_from(args)
     engine = engine_from(args, settings)
-    worker = ExecWorker(settings, topics, engine)
+    try:
+        worker = ExecWorker(settings, topics, engine)
+    except OSError as exc:
+        raise UsageError(f"--outbox {settings.outbox_dir}: cannot use it ({exc.strerror})") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.request_stop)

@@ -103,6 +103,8 @@ def load_topics(path: Path) -> TopicsFile:
         raise TopicsConfigError(f"{path}: no such file (pass --topics PATH)") from None
     except yaml.YAMLError as exc:
         raise TopicsConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TopicsConfigError(f"{path}: expected a mapping with `topics:` (see the shipped topics.yaml)")
     try:
         return TopicsFile.model_validate(raw)
     except ValidationError as exc:
@@ -184,3 +186,24 @@ def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_M
         return AvroWire(FileSchemaRegistry(registry_path), spec.value_schema, max_bytes)
     except KeyError as exc:
         raise TopicsConfigError(f"{spec.name}: {exc.args[0]}") from None
+
+
+async def check_cluster_topics(admin: AIOKafkaAdminClient, topics: TopicsFile, roles: tuple[str, ...]) -> None:
+    """Fails fast (TopicsConfigError) if a topic the worker needs is missing, or if the cluster's
+    exec-events topic has fewer partitions than an input (co-partitioning would break)."""
+    existing = set(await admin.list_topics())
+    missing = [topics.role(r).name for r in roles if topics.role(r).name not in existing]
+    if missing:
+        raise TopicsConfigError(f"missing topics: {', '.join(missing)}; create them with `execworker topics apply`")
+    described = {
+        t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([topics.role(r).name for r in roles])
+    }
+    exec_partitions = described.get(topics.role("exec_events").name, 0)
+    for role in ("decisions", "signals"):
+        name = topics.role(role).name
+        if role in roles and described.get(name, 0) > exec_partitions:
+            raise TopicsConfigError(
+                f"{name} has {described[name]} partitions but {topics.role('exec_events').name} only "
+                f"{exec_partitions}: exec-events are written to their input's partition number; "
+                "give exec-events at least as many partitions"
+            )

@@ -35,7 +35,7 @@ from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook, OrderRecord
 from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig
 from worker.io.outbox import Outbox, OutboxLine
-from worker.io.topics import TopicsFile, codec_for
+from worker.io.topics import TopicsFile, check_cluster_topics, codec_for
 from worker.policy.signals import MissingFilters, signal_to_decision
 from worker.runtime.control import ControlFeed
 from worker.runtime.dlq import dlq_record
@@ -47,6 +47,9 @@ from worker.runtime.summary import RunSummary
 from worker.runtime.transactions import TransactionWriter
 
 log = logging.getLogger(__name__)
+
+# Topics the worker reads or writes; checked at start so a missing one fails fast, not silently.
+WORKER_ROLES = ("decisions", "signals", "exec_events", "dlq", "strategy_mode", "harvest_health")
 
 # Lag is an operator's number, not a control input: every 5 s is fresh enough and costs nothing.
 LAG_REPORT_INTERVAL_S = 5.0
@@ -85,6 +88,7 @@ class ExecWorker:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.topics = topics
         self.kafka = KafkaConfig(settings.bootstrap_servers)
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
@@ -135,6 +139,12 @@ class ExecWorker:
 
     async def run(self) -> RunSummary:
         await self.kafka.check_reachable()
+        admin = self.kafka.admin()
+        await admin.start()
+        try:
+            await check_cluster_topics(admin, self.topics, WORKER_ROLES)
+        finally:
+            await admin.close()
         self.outbox.remove_stale_parts()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
