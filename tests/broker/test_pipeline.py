@@ -141,3 +141,38 @@ async def test_an_internal_error_on_one_message_dead_letters_it_and_the_worker_g
     (dead,) = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("dlq"))]
     assert dead["error_class"] == "internal" and "simulated bug" in dead["reason"]
     assert orjson.loads(base64.b64decode(dead["value_b64"]))["signal_row_id"] == poisoned
+
+
+async def test_metrics_endpoint_serves_the_named_metrics_on_loopback(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path
+) -> None:
+    import socket
+    import urllib.request
+
+    from tests.broker.helpers import make_worker
+
+    good = sample(80, seed=16)
+    await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in good])
+    worker = make_worker(kafka, topics, tmp_path / "outbox")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker.metrics.serve(port)
+    await asyncio.wait_for(worker.run(), timeout=120)
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode())
+    for name in (
+        "executor_submit_total",
+        "executor_pre_deny_total",
+        "executor_throttle_total",
+        "executor_latency_ms_bucket",
+        "executor_exec_events_total",
+        "executor_batches_total",
+    ):
+        assert name in body, name
+    assert 'executor_batches_total{outcome="committed"}' in body
+    assert worker.summary.events == len(good)
+    # The counters agree with what the run did.
+    counted = sum(
+        float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith("executor_exec_events_total{")
+    )
+    assert counted == len(good)
