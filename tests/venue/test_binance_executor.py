@@ -200,3 +200,44 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     assert engine.prepare(book, decision, SOURCE).dropped == "duplicate"
     await venue.close()
     assert (await sandbox.ledger())[accepted.client_order_id]["accepts"] == 1
+
+
+async def test_cancel_changes_state_only_on_the_venue_acknowledgement(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory()
+    await seed_market(sandbox)
+    venue = executor(sandbox)
+    engine = ExecutionEngine(venue)
+    book = OrderBook()
+    resting = decode_json(Decision, decision_bytes(px="60000.00", signal_row_id="rest"))
+    placed = await engine.handle(book, resting, SOURCE)
+    (_intent, accepted) = placed.events
+    assert accepted.status is OrderStatus.ACCEPTED
+    book.commit()
+    cancel = decode_json(
+        Decision,
+        decision_bytes(signal_row_id="c1", action="CANCEL", target_client_order_id=accepted.client_order_id),
+    )
+    (canceled,) = (await engine.handle(book, cancel, SOURCE)).events
+    assert canceled.status is OrderStatus.CANCELED and canceled.event_id.endswith(".3")
+    assert (await sandbox.ledger())[accepted.client_order_id]["status"] == "CANCELED"
+    book.commit()
+    # A second cancel: the venue refuses (-2011), so nothing changes here.
+    again = await engine.handle(book, cancel, SOURCE)
+    assert again.events == () and again.dropped == "target_terminal"
+    # A cancel the venue refuses while the order is still open leaves it open.
+    other = decode_json(Decision, decision_bytes(px="60001.00", signal_row_id="rest2"))
+    (_, open_order) = (await engine.handle(book, other, SOURCE)).events
+    book.commit()
+    sandbox.exchange.orders[open_order.client_order_id].status = "FILLED"  # filled behind our back
+    refused = await engine.handle(
+        book,
+        decode_json(
+            Decision,
+            decision_bytes(signal_row_id="c2", action="CANCEL", target_client_order_id=open_order.client_order_id),
+        ),
+        SOURCE,
+    )
+    await venue.close()
+    assert refused.events == () and refused.dropped is not None and refused.dropped.startswith("cancel_")
+    record = book.get(open_order.client_order_id)
+    assert record is not None and record.status is OrderStatus.ACCEPTED  # reconciliation will learn the fill
