@@ -147,9 +147,10 @@ async def test_topics_apply_is_idempotent_and_reports_drift(kafka: KafkaConfig, 
     assert b"ok " in apply().stdout
 
 
-def test_run_fails_fast_when_its_topics_do_not_exist(kafka: KafkaConfig, tmp_path: Path) -> None:
-    topics = tmp_path / "topics.yaml"
-    topics.write_text((ROOT / "topics.yaml").read_text().replace("exec-events.v1", "exec-events.never-created"))
+def test_run_fails_fast_when_its_topics_do_not_exist(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
+    # The test's own (existing) topics, but with an exec-events topic nobody created.
+    broken = tmp_path / "broken-topics.yaml"
+    broken.write_text(topics.path.read_text().replace(topics.name("exec_events"), "exec-events.never-created"))
     result = subprocess.run(
         cli(
             "run",
@@ -167,5 +168,5 @@ def test_run_fails_fast_when_its_topics_do_not_exist(kafka: KafkaConfig, tmp_pat
         timeout=60,
     )
     assert result.returncode == 2
-    assert b"missing topics: exec-events.never-created" in result.stderr
+    assert b"error: missing topics: exec-events.never-created;" in result.stderr
     assert b"execworker topics apply" in result.stderr
