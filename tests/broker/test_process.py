@@ -157,7 +157,7 @@ def test_run_fails_fast_when_its_topics_do_not_exist(kafka: KafkaConfig, topics:
             "--bootstrap-servers",
             kafka.bootstrap_servers,
             "--topics",
-            str(topics),
+            str(broken),
             "--metrics-port",
             "0",
             "--outbox",
