@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from worker.contract.enums import Side
 from worker.policy.rounding import EXACT
@@ -17,6 +17,5 @@ def slippage_bps(side: Side, px_intent: Decimal | None, px_fill: Decimal | None)
     """Fill price against intended price in bps; positive = worse for us (BUY higher, SELL lower)."""
     if px_intent is None or px_fill is None:
         return None
-    with localcontext(EXACT):
-        signed = (px_fill - px_intent) if side is Side.BUY else (px_intent - px_fill)
-        return (signed / px_intent * _BPS).quantize(_SLIPPAGE_QUANTUM)
+    signed = EXACT.subtract(px_fill, px_intent) if side is Side.BUY else EXACT.subtract(px_intent, px_fill)
+    return EXACT.multiply(EXACT.divide(signed, px_intent), _BPS).quantize(_SLIPPAGE_QUANTUM, context=EXACT)

@@ -8,7 +8,7 @@ never trade more than asked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from enum import StrEnum
 
 from worker.contract.enums import Side
@@ -17,6 +17,7 @@ from worker.contract.enums import Side
 # keep every division, product and quantize below exact for any pair of them (the default
 # context's 28 digits is not: a 30-digit price raised InvalidOperation).
 EXACT = Context(prec=100)
+_HALF = Decimal("0.5")
 
 
 class PriceRounding(StrEnum):
@@ -44,22 +45,21 @@ class RoundingError(ValueError):
 
 def round_to_step(value: Decimal, step: Decimal, *, up: bool) -> Decimal:
     """`value` moved onto the grid `k * step`, up or down; exact in Decimal."""
-    with localcontext(EXACT):
-        units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-        return _on_grid(units, step)
+    # Every operation names the EXACT context explicitly (cheaper than entering a localcontext).
+    units = EXACT.divide(value, step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR, context=EXACT)
+    return _on_grid(units, step)
 
 
 def round_nearest(value: Decimal, step: Decimal) -> Decimal:
-    with localcontext(EXACT):
-        units = (value / step + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
-        return _on_grid(units, step)
+    units = EXACT.add(EXACT.divide(value, step), _HALF).to_integral_value(rounding=ROUND_FLOOR, context=EXACT)
+    return _on_grid(units, step)
 
 
 def _on_grid(units: Decimal, step: Decimal) -> Decimal:
     # Keep the step's number of decimals ("0.010", not "0.01000000"): a canonical string.
     exponent = step.as_tuple().exponent
-    product = units * step
-    return product.quantize(step) if isinstance(exponent, int) and exponent < 0 else product
+    product = EXACT.multiply(units, step)
+    return product.quantize(step, context=EXACT) if isinstance(exponent, int) and exponent < 0 else product
 
 
 def align_order(
@@ -72,19 +72,6 @@ def align_order(
     rule: PriceRounding = PriceRounding.PASSIVE,
 ) -> Rounded:
     """Rounds price and quantity to the venue grid and checks the minimum notional."""
-    with localcontext(EXACT):
-        return _align(side, qty, px, tick_size, step_size, min_notional, rule)
-
-
-def _align(
-    side: Side,
-    qty: Decimal,
-    px: Decimal | None,
-    tick_size: Decimal,
-    step_size: Decimal,
-    min_notional: Decimal,
-    rule: PriceRounding,
-) -> Rounded:
     qty_rounded = round_to_step(qty, step_size, up=False)
     if qty_rounded <= 0:
         raise RoundingError("qty_below_step", f"qty {qty} rounds to 0 at step {step_size}")
@@ -97,9 +84,9 @@ def _align(
             px_rounded = round_to_step(px, tick_size, up=round_up)
         if px_rounded <= 0:
             raise RoundingError("px_below_tick", f"px {px} rounds to 0 at tick {tick_size}")
-        notional = px_rounded * qty_rounded
+        notional = EXACT.multiply(px_rounded, qty_rounded)
         if notional < min_notional:
             raise RoundingError("min_notional", f"notional {notional} is below the venue minimum {min_notional}")
     applied = qty_rounded != qty or (px is not None and px_rounded != px)
-    diff = (px_rounded - px) if (px is not None and px_rounded is not None) else Decimal(0)
+    diff = EXACT.subtract(px_rounded, px) if (px is not None and px_rounded is not None) else Decimal(0)
     return Rounded(qty=qty_rounded, px=px_rounded, rounding_applied=applied, rounding_diff=diff)
