@@ -187,12 +187,8 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
     suffix = uuid.uuid4().hex[:8]
     topics_path = workdir / "topics.yaml"
     topics = write_variant(ROOT / "topics.yaml", topics_path, f"chaos{suffix}", config.partitions)
-    admin = kafka.admin()
-    await admin.start()
-    try:
+    async with kafka.admin_session() as admin:
         await apply_topics(admin, topics)
-    finally:
-        await admin.close()
 
     values = chaos_decisions(config.decisions, config.seed)
     report.decisions = len(values)

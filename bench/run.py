@@ -46,22 +46,14 @@ async def fresh_topics(kafka: KafkaConfig, workdir: Path) -> tuple[Path, TopicsF
     suffix = uuid.uuid4().hex[:8]
     path = workdir / f"topics-{suffix}.yaml"
     topics = write_variant(ROOT / "topics.yaml", path, f"bench{suffix}")
-    admin = kafka.admin()
-    await admin.start()
-    try:
+    async with kafka.admin_session() as admin:
         await apply_topics(admin, topics)
-    finally:
-        await admin.close()
     return path, topics
 
 
 async def drop_topics(kafka: KafkaConfig, topics: TopicsFile) -> None:
-    admin = kafka.admin()
-    await admin.start()
-    try:
+    async with kafka.admin_session() as admin:
         await admin.delete_topics([spec.name for spec in topics.topics.values()])
-    finally:
-        await admin.close()
 
 
 def worker_for(

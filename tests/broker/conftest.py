@@ -46,24 +46,16 @@ async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[To
         suffix = uuid.uuid4().hex[:8]
         path = tmp_path / f"topics-{suffix}.yaml"
         file = write_variant(ROOT / "topics.yaml", path, suffix, partitions, formats)
-        admin = kafka.admin()
-        await admin.start()
-        try:
+        async with kafka.admin_session() as admin:
             await apply_topics(admin, file)
-        finally:
-            await admin.close()
         made = TestTopics(path, file, suffix)
         created.append(made)
         return made
 
     yield make
-    admin = kafka.admin()
-    await admin.start()
-    try:
+    async with kafka.admin_session() as admin:
         for made in created:
             await admin.delete_topics([spec.name for spec in made.file.topics.values()])
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -22,12 +22,8 @@ async def run_apply(args: argparse.Namespace) -> int:
     topics = topics_from(args)
     kafka = kafka_from(args)
     await kafka.check_reachable()
-    admin = kafka.admin()
-    await admin.start()
-    try:
+    async with kafka.admin_session() as admin:
         reports = await apply_topics(admin, topics, args.replication_factor)
-    finally:
-        await admin.close()
     drift = False
     for report in reports:
         print(f"{report.action:<8} {report.name}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,16 @@ class KafkaConfig:
 
     def admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin")
+
+    @asynccontextmanager
+    async def admin_session(self) -> AsyncIterator[AIOKafkaAdminClient]:
+        """A started admin client, closed on exit."""
+        admin = self.admin()
+        await admin.start()
+        try:
+            yield admin
+        finally:
+            await admin.close()
 
     def consumer(self, *topics: str, **options: object) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(

@@ -139,12 +139,8 @@ class ExecWorker:
 
     async def run(self) -> RunSummary:
         await self.kafka.check_reachable()
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
+        async with self.kafka.admin_session() as admin:
             await check_cluster_topics(admin, self.topics, WORKER_ROLES)
-        finally:
-            await admin.close()
         self.outbox.remove_stale_parts()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
