@@ -13,8 +13,9 @@ import pytest
 from examples.gen_decisions import decisions
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
+from worker.io.outbox import Outbox
 from worker.policy.rng import Rng
-from worker.runtime.replay import replay
+from worker.runtime.replay import outbox_sink, replay
 
 
 class Forbidden(AssertionError):
@@ -52,8 +53,8 @@ def no_wall_clock_no_global_random(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_backtest_replay_reads_neither_clock_nor_global_random(tmp_path: Any) -> None:
     values = [orjson.dumps(d) for d in decisions(400, seed=61)]
     engine = ExecutionEngine(BacktestExecutor(Rng(3)))
-    result = await replay(engine, values, tmp_path / "out")
-    assert len(result.events) == 400
+    result = await replay(engine, values, [outbox_sink(Outbox(tmp_path / "out"))])
+    assert result.events == 400 and len(list(Outbox(tmp_path / "out").iter_lines())) == 400
     again = await replay(ExecutionEngine(BacktestExecutor(Rng(3))), values)
     assert again.digest == result.digest
 

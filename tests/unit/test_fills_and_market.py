@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -5,6 +6,7 @@ import pytest
 from tests.factories import decision_bytes
 from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
+from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
 from worker.contract.orders import OrderCtx, SourceRef
 from worker.execution.backtest import BacktestExecutor
@@ -12,6 +14,7 @@ from worker.execution.engine import ExecutionEngine
 from worker.execution.fills import DepthFill, Quote, QuoteFill, fill_model
 from worker.execution.market import MarketView, tick_rule
 from worker.execution.order_state import OrderBook
+from worker.io.outbox import OutboxLine
 from worker.policy.rng import Rng
 
 D = Decimal
@@ -103,11 +106,17 @@ async def test_replay_with_market_data_is_deterministic_and_uses_the_quotes(tmp_
     def engine() -> ExecutionEngine:
         return ExecutionEngine(BacktestExecutor(Rng(2), fills=QuoteFill(), market=view))
 
-    first, second = await replay(engine(), values), await replay(engine(), values)
+    lines: list[OutboxLine] = []
+
+    async def collect(chunk: Sequence[OutboxLine]) -> None:
+        lines.extend(chunk)
+
+    first, second = await replay(engine(), values, [collect]), await replay(engine(), values)
     assert first.digest == second.digest
-    statuses = {e.status for e in first.events}
+    events = [ExecEvent.model_validate_json(line.payload) for line in lines]
+    statuses = {e.status for e in events}
     assert {OrderStatus.FILLED, OrderStatus.EXPIRED} <= statuses  # some limits reach the quote, some do not
-    for event in first.events:
+    for event in events:
         if event.status is OrderStatus.FILLED and event.px_sent is not None:
             assert event.px_fill is not None
             assert event.px_fill <= event.px_sent if event.side.value == "BUY" else event.px_fill >= event.px_sent

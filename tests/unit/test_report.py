@@ -10,20 +10,21 @@ from worker.io.outbox import Outbox
 from worker.policy.rng import Rng
 from worker.reporting.html import render_html
 from worker.reporting.summary import build_report
-from worker.runtime.replay import replay
+from worker.runtime.replay import outbox_sink, replay
 
 
 async def test_report_counts_match_the_events_and_the_page_is_self_contained(tmp_path: Path) -> None:
     values = [orjson.dumps(d) for d in decisions(600, seed=71)]
-    result = await replay(ExecutionEngine(BacktestExecutor(Rng(1))), values, tmp_path)
+    result = await replay(ExecutionEngine(BacktestExecutor(Rng(1))), values, [outbox_sink(Outbox(tmp_path))])
     events = [ExecEvent.model_validate_json(line) for line in Outbox(tmp_path).iter_lines()]
     report = build_report(events).to_json()
 
-    assert report["orders"] == len(result.events) == 600
+    assert report["orders"] == result.events == len(events) == 600
     assert sum(report["by_status"].values()) == 600
-    filled = [e for e in result.events if e.status.value == "FILLED"]
+    assert report["by_status"] == dict(result.orders)
+    filled = [e for e in events if e.status.value == "FILLED"]
     assert report["slippage_bps"]["count"] == len(filled)
-    assert report["latency_ms"]["count"] == sum(1 for e in result.events if e.latency_ms is not None)
+    assert report["latency_ms"]["count"] == sum(1 for e in events if e.latency_ms is not None)
     assert sum(v["count"] for v in report["fills"].values()) == len(filled)
     # Quantiles are ordered.
     s = report["slippage_bps"]

@@ -1,11 +1,18 @@
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.contract.enums import Side
-from worker.policy.rounding import PriceRounding, RoundingError, align_order, round_to_step
+from worker.policy.rounding import (
+    PriceRounding,
+    RoundingError,
+    _round_by_division,
+    align_order,
+    round_nearest,
+    round_to_step,
+)
 
 TICKS = st.sampled_from([Decimal(t) for t in ("0.01", "0.00001", "0.5", "1", "0.0001", "10")])
 PRICES = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("100000"), places=6)
@@ -83,3 +90,25 @@ def test_rounding_is_exact_for_any_contract_sized_decimal(px: str, qty: str, sid
     coarse = align_order(side, Decimal(qty), Decimal(px), Decimal("0.01"), Decimal("1"), Decimal(0))
     assert coarse.px is not None and coarse.px.as_tuple().exponent == -2
     assert abs(coarse.px - Decimal(px)) < Decimal("0.01")
+
+
+# Power-of-ten grids, the same grids written with extra zeros, and grids that are not powers of ten.
+ANY_STEP = st.sampled_from(
+    [Decimal(t) for t in ("1", "0.1", "0.01", "0.00000001", "1E+1", "1E+3", "0.010", "0.10", "10", "0.5", "0.25", "5")]
+)
+
+
+@given(value=st.from_regex(r"[0-9]{1,20}\.[0-9]{1,15}", fullmatch=True), step=ANY_STEP)
+def test_the_quantize_shortcut_equals_the_general_rule_to_the_last_digit(value: str, step: Decimal) -> None:
+    # The shortcut for power-of-ten grids must give the same Decimal, written the same way
+    # (the string feeds client order ids and byte-identical replays), as k = round(value / step).
+    amount = Decimal(value)
+    for up, rounding in ((True, ROUND_CEILING), (False, ROUND_FLOOR)):
+        assert str(round_to_step(amount, step, up=up)) == str(_round_by_division(amount, step, rounding))
+    assert str(round_nearest(amount, step)) == str(_round_by_division(amount, step, ROUND_HALF_UP))
+
+
+def test_a_grid_written_with_a_trailing_zero_keeps_its_own_grid() -> None:
+    # Decimal("0.010") == Decimal("0.01"): the power-of-ten memo must not confuse the two.
+    assert str(round_to_step(Decimal("1.2345"), Decimal("0.01"), up=False)) == "1.23"
+    assert str(round_to_step(Decimal("1.2345"), Decimal("0.010"), up=False)) == "1.230"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
@@ -15,10 +17,11 @@ from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import EngineConfig, ExecutionEngine
 from worker.execution.fills import FillModel, fill_model
 from worker.execution.market import MarketView
-from worker.io.kafka import read_committed_topic
+from worker.io.kafka import KafkaConfig, read_committed_topic
+from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
-from worker.runtime.replay import read_input_file, replay
+from worker.runtime.replay import ReplaySink, outbox_sink, read_input_file, replay
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,24 +115,19 @@ async def run_replay(args: argparse.Namespace) -> int:
         values = [record.value for record in records]
     executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
     engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
-    result = await replay(engine, values, args.out)
-    if args.to_topic:
-        kafka = kafka_from(args)
-        producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
-        await producer.start()
-        try:
+    sinks: list[ReplaySink] = []
+    if args.out:
+        sinks.append(outbox_sink(Outbox(args.out)))
+    async with AsyncExitStack() as stack:
+        if args.to_topic:
             target = resolve_topic(topics_from(args), args.to_topic)
-            for event, line in zip(result.events, result.lines, strict=True):
-                await producer.send(target, value=line, key=event.symbol.encode())
-            await producer.flush()
-        finally:
-            await producer.stop()
-    statuses: dict[str, int] = {}
-    for event in result.events:
-        statuses[event.status.value] = statuses.get(event.status.value, 0) + 1
-    print(f"replayed {result.decisions} decisions -> {len(result.events)} exec-events")
-    for status, count in sorted(statuses.items()):
-        print(f"  {status:<12} {count}")
+            sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
+        result = await replay(engine, values, sinks)
+    print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
+    for status, count in sorted(result.orders.items()):
+        print(f"  {status:<16} {count}")
+    if result.open_orders:
+        print(f"  ({result.open_orders} still resting when the market data ends)")
     if result.rejected:
         print("  undecodable input: " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())))
     if args.out:
@@ -138,3 +136,20 @@ async def run_replay(args: argparse.Namespace) -> int:
         print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
     print(f"sha256:{result.digest}")
     return 0
+
+
+@asynccontextmanager
+async def topic_sink(kafka: KafkaConfig, topic: str) -> AsyncIterator[ReplaySink]:
+    """Publishes a replay's exec-events to a topic, keyed by symbol, in canonical order."""
+    producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
+    await producer.start()
+    try:
+
+        async def write(lines: Sequence[OutboxLine]) -> None:
+            for line in lines:
+                await producer.send(topic, value=line.payload, key=line.symbol.encode())
+
+        yield write
+        await producer.flush()
+    finally:
+        await producer.stop()

@@ -1,15 +1,72 @@
-"""The backtest executor: fills in simulated time, with seeded latency; no network."""
+"""The backtest executor: fills in simulated time, with seeded latency; no network.
+
+Orders that do not fill at once rest, as on a venue: a GTC limit order that the market has not
+reached (or that the book could fill only in part) waits for later market data. As the replay
+advances market time (`fills_until`), every snapshot after the order's acknowledgement that
+reaches its limit fills it, at its own limit price (a maker fill: a resting order does not
+improve on its price). With the `depth` model a snapshot fills at most the quantity its book
+shows at or better than the limit, so an order may fill in several steps; with every other model
+the first snapshot that reaches the limit fills what is left. Queue position is not modelled: a
+touch at the limit is taken as a fill (an optimistic assumption, stated in docs/architecture.md).
+
+A resting order may be cancelled (`cancel`); amends are refused, as on the live venue.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.contract.enums import ExecutorKind, OrderStatus
+from worker.contract.enums import ExecutorKind, OrderStatus, Side
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx
-from worker.execution.fills import FillModel, ImmediateFill
+from worker.contract.trusted import trusted
+from worker.execution.fills import DepthFill, FillModel, ImmediateFill, Quote
 from worker.execution.latency import LatencyModel
 from worker.execution.market import MarketView
 from worker.policy.rng import Rng
+from worker.policy.rounding import EXACT
+
+_ZERO = Decimal(0)
+# Average fill prices carry four more decimals than the tick: 1/10,000 of a tick is below any
+# venue's reporting precision, and the exponent stays fixed per symbol.
+_AVERAGE_EXTRA_PLACES = 4
+
+
+@dataclass(slots=True)
+class _Resting:
+    """An order the simulated venue holds: how much of it has filled, and until when it was matched."""
+
+    order: OrderCtx
+    arrival: int  # position among resting orders: ties in a fill step go in arrival order
+    matched_until_ms: int  # market snapshots up to this time have been matched against it
+    status: OrderStatus
+    filled: Decimal
+    notional: Decimal  # sum of price x qty of its fills: the average price is notional / filled
+    updated_ms: int  # when its last change happened (the acknowledgement or the latest fill)
+
+    def average_price(self) -> Decimal | None:
+        if not self.filled:
+            return None
+        px = self.order.px
+        if px is not None and self.notional == EXACT.multiply(px, self.filled):
+            return px  # every fill at the limit: the price as sent, written the same way
+        # Mixed prices (a partial at deeper levels, then at the limit): four decimals finer than
+        # the tick, a fixed exponent per symbol so that the serialised value stays canonical.
+        exponent = self.order.tick_size.as_tuple().exponent
+        places = Decimal(1).scaleb((exponent if isinstance(exponent, int) else 0) - _AVERAGE_EXTRA_PLACES)
+        return EXACT.divide(self.notional, self.filled).quantize(places, context=EXACT)
+
+    def result(self) -> ExecResult:
+        return trusted(
+            ExecResult,
+            status=self.status,
+            exchange_order_id=f"bt-{self.order.client_order_id}",
+            px_sent=self.order.px,
+            px_fill=self.average_price(),
+            qty_filled=self.filled,
+            sent_ts_ms=self.order.event_ts_ms,
+            ack_ts_ms=self.updated_ms,
+        )
 
 
 class BacktestExecutor:
@@ -35,14 +92,31 @@ class BacktestExecutor:
         self._latency = latency or LatencyModel()
         self._fills = fills or ImmediateFill()
         self._market = market
+        self._by_depth = isinstance(self._fills, DepthFill)
+        self._orders: dict[str, _Resting] = {}  # every order that has rested, for `query`
+        self._open: dict[str, _Resting] = {}  # those still open, in arrival order
+        self._now_ms = 0  # simulated time: the latest order or market step seen
 
     async def submit(self, order: OrderCtx) -> ExecResult:
         sent_ts_ms = order.event_ts_ms
         ack_ts_ms = sent_ts_ms + self._latency.sample_ms(self._rng, order.client_order_id)
+        self._now_ms = max(self._now_ms, sent_ts_ms)
         # The market as of the acknowledgement: what the order meets after its latency.
         quote = self._market.quote_at(order.symbol, ack_ts_ms) if self._market is not None else None
         fill = self._fills.fill(order, quote)
-        return ExecResult(
+        if self._market is not None and fill.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            resting = _Resting(
+                order=order,
+                arrival=len(self._orders),
+                matched_until_ms=ack_ts_ms,
+                status=fill.status,
+                filled=fill.qty_filled,
+                notional=EXACT.multiply(fill.px_fill, fill.qty_filled) if fill.px_fill is not None else _ZERO,
+                updated_ms=ack_ts_ms,
+            )
+            self._orders[order.client_order_id] = self._open[order.client_order_id] = resting
+        return trusted(
+            ExecResult,
             status=fill.status,
             reason=fill.reason,
             exchange_order_id=None if fill.status is OrderStatus.REJECTED else f"bt-{order.client_order_id}",
@@ -53,23 +127,75 @@ class BacktestExecutor:
             ack_ts_ms=ack_ts_ms,
         )
 
+    def fills_until(self, until_ms: int | None) -> list[tuple[str, ExecResult]]:
+        """Advances market time to `until_ms` (to the end of the data when None) and returns the
+        state of each resting order after each fill, in (time, symbol, arrival) order."""
+        if not self._open or self._market is None:
+            if until_ms is not None:
+                self._now_ms = max(self._now_ms, until_ms)
+            return []
+        steps: list[tuple[int, str, int, Decimal, _Resting]] = []
+        for resting in self._open.values():
+            order = resting.order
+            remaining = EXACT.subtract(order.qty, resting.filled)
+            for quote in self._market.quotes_between(order.symbol, resting.matched_until_ms, until_ms):
+                take = self._take(order, quote, remaining)
+                if take > 0:
+                    steps.append((quote.event_time_ms, order.symbol, resting.arrival, take, resting))
+                    remaining = EXACT.subtract(remaining, take)
+                    if remaining <= 0:
+                        break
+            if until_ms is not None:
+                resting.matched_until_ms = max(resting.matched_until_ms, until_ms)
+        steps.sort(key=lambda step: step[:3])
+        results: list[tuple[str, ExecResult]] = []
+        for at_ms, _, _, take, resting in steps:
+            resting.filled = EXACT.add(resting.filled, take)
+            assert resting.order.px is not None  # only limit orders rest
+            resting.notional = EXACT.add(resting.notional, EXACT.multiply(resting.order.px, take))
+            resting.updated_ms = at_ms
+            done = resting.filled >= resting.order.qty
+            resting.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+            if done:
+                del self._open[resting.order.client_order_id]
+            results.append((resting.order.client_order_id, resting.result()))
+        if until_ms is not None:
+            self._now_ms = max(self._now_ms, until_ms)
+        return results
+
+    def _take(self, order: OrderCtx, quote: Quote, remaining: Decimal) -> Decimal:
+        """How much of a resting order one snapshot fills."""
+        assert order.px is not None
+        buy = order.side is Side.BUY
+        touch = quote.ask if buy else quote.bid
+        if (touch > order.px) if buy else (touch < order.px):
+            return _ZERO
+        if not self._by_depth:
+            return remaining
+        levels = quote.asks if buy else quote.bids
+        shown = sum((size for price, size in levels if (price <= order.px if buy else price >= order.px)), _ZERO)
+        return min(remaining, shown)
+
     async def cancel(self, client_order_id: str) -> CancelResult:
-        # Orders fill at once here, so there is never anything left to cancel.
-        return CancelResult(
-            client_order_id=client_order_id,
-            status=OrderStatus.REJECTED,
-            reason="unknown_order",
-        )
+        resting = self._open.pop(client_order_id, None)
+        if resting is None:
+            # Never rested (it filled or expired at once), or already finished.
+            return CancelResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason="unknown_order")
+        ack_ts_ms = self._now_ms + self._latency.sample_ms(self._rng, f"cancel|{client_order_id}")
+        resting.status, resting.updated_ms = OrderStatus.CANCELED, ack_ts_ms
+        return CancelResult(client_order_id=client_order_id, status=OrderStatus.CANCELED, ack_ts_ms=ack_ts_ms)
 
     async def amend(self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None) -> AmendResult:
-        return AmendResult(
-            client_order_id=client_order_id,
-            status=OrderStatus.REJECTED,
-            reason="unknown_order",
-        )
+        # As the live venue: an amend would be a cancel-replace under a second client order id.
+        reason = "amend_unsupported" if client_order_id in self._open else "unknown_order"
+        return AmendResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason=reason)
 
     async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
-        return None  # nothing ever rests here
+        resting = self._orders.get(client_order_id)
+        return resting.result() if resting is not None else None
+
+    def open_orders(self) -> int:
+        return len(self._open)
 
     async def flush(self) -> None:
         return None

@@ -18,6 +18,7 @@ from worker.contract.executor import IExecutor
 from worker.contract.messages import Decision
 from worker.contract.orders import ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import IllegalTransition, is_terminal
+from worker.contract.trusted import trusted
 from worker.execution.order_state import OrderBook
 from worker.execution.slippage import slippage_bps
 from worker.policy.clock import TimeProvider
@@ -128,7 +129,9 @@ class ExecutionEngine:
             event = self._unsent(decision, coid, source, status, verdict.gate.reason, mode)
             return Prepared(events=self._emit(book, event))
 
-        order = OrderCtx(
+        # Built from validated values with exact arithmetic: not validated again (contract.trusted).
+        order = trusted(
+            OrderCtx,
             client_order_id=coid,
             signal_row_id=decision.signal_row_id,
             symbol=decision.symbol,
@@ -155,7 +158,7 @@ class ExecutionEngine:
         if not self.executor.requires_intent:
             return Prepared(order=order)
         now = self.clock.now_ms() if self.clock is not None else None
-        intent = ExecResult(status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=now)
+        intent = trusted(ExecResult, status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=now)
         return Prepared(events=self._emit(book, self._sent(book, order, intent)), order=order)
 
     async def send(self, book: OrderBook, prepared: Prepared) -> CommandResult:
@@ -180,14 +183,25 @@ class ExecutionEngine:
         record = book.get(client_order_id)
         if record is None or is_terminal(record.status):
             return Reconciled()
-        last = record.last
-        venue = await self.executor.query(client_order_id, last.symbol)
+        venue = await self.executor.query(client_order_id, record.last.symbol)
         if venue is None:
             if record.status is not OrderStatus.SUBMITTED:
                 log.error("order %s is %s here but unknown to the venue", client_order_id, record.status)
             return Reconciled(missing=True)
+        return Reconciled(self.observe(book, client_order_id, venue))
+
+    def observe(self, book: OrderBook, client_order_id: str, venue: ExecResult) -> tuple[ExecEvent, ...]:
+        """Records what the venue says of an order it holds (a fill, an expiry), if it is news.
+
+        For answers to a query (`reconcile`) and for fills a simulated venue reports as its
+        market time advances (a resting order in a backtest).
+        """
+        record = book.get(client_order_id)
+        if record is None or is_terminal(record.status):
+            return ()
+        last = record.last
         if venue.status is record.status and venue.qty_filled == last.qty_filled:
-            return Reconciled()
+            return ()
         update: dict[str, object] = {
             "status": venue.status,
             "reason": venue.reason,
@@ -197,7 +211,7 @@ class ExecutionEngine:
             "ack_ts_ms": venue.ack_ts_ms,
             "slippage_bps": slippage_bps(last.side, last.px_intent, venue.px_fill),
         }
-        return Reconciled(self._follow_up(book, client_order_id, update))
+        return self._follow_up(book, client_order_id, update)
 
     async def resend(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
         """Sends an in-flight order again, rebuilt from its source decision.
@@ -283,7 +297,8 @@ class ExecutionEngine:
         reason: str | None,
         mode: str,
     ) -> ExecEvent:
-        return ExecEvent(
+        return trusted(
+            ExecEvent,
             event_id=event_id(coid, 1),
             client_order_id=coid,
             signal_row_id=decision.signal_row_id,
@@ -313,7 +328,8 @@ class ExecutionEngine:
     def _sent(self, book: OrderBook, order: OrderCtx, result: ExecResult) -> ExecEvent:
         # Slippage is measured against the upstream intent, so the rounding move is included.
         record = book.get(order.client_order_id)
-        return ExecEvent(
+        return trusted(
+            ExecEvent,
             event_id=event_id(order.client_order_id, record.events + 1 if record else 1),
             client_order_id=order.client_order_id,
             signal_row_id=order.signal_row_id,

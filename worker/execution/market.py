@@ -75,3 +75,16 @@ class MarketView:
             return None
         index = bisect.bisect_right(times, at_ms) - 1
         return self._quotes[symbol][index] if index >= 0 else None
+
+    def quotes_between(self, symbol: str, after_ms: int, until_ms: int | None) -> list[Quote]:
+        """Snapshots with `after_ms < event_time_ms <= until_ms` (to the end when None), in time order."""
+        times = self._times.get(symbol)
+        if not times:
+            return []
+        first = bisect.bisect_right(times, after_ms)
+        last = len(times) if until_ms is None else bisect.bisect_right(times, until_ms)
+        return self._quotes[symbol][first:last]
+
+    def end_ms(self) -> int | None:
+        """The event time of the last snapshot of any symbol (None without data)."""
+        return max((times[-1] for times in self._times.values() if times), default=None)

@@ -65,5 +65,12 @@ class OrderBook:
             key=lambda r: r.last.client_order_id,
         )
 
+    def by_status(self) -> dict[OrderStatus, int]:
+        """How many committed orders are in each status (their latest)."""
+        counts: dict[OrderStatus, int] = {}
+        for record in self._committed.values():
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
     def __len__(self) -> int:
         return len(self._committed)

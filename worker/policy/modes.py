@@ -138,6 +138,8 @@ class ModeManager:
             return self.explicit, "explicit"
         if self._market_active and self.market is not None:
             return self.market.mode, "market"
+        if not self.schedule:
+            return self.default, "default"
         local = datetime.fromtimestamp(now_ms / 1000, tz=self.timezone)
         for window, mode in self.schedule:
             if window.contains(local):

@@ -52,6 +52,7 @@ class PreTradePolicy:
     _wall: OrderRateWall | None = None
     _stale: set[str] = field(default_factory=set)  # symbols whose data feed has stopped
     _health_factor: dict[str, float] = field(default_factory=dict)
+    _gates: dict[str, GatePolicy] = field(default_factory=dict)  # per mode, built once
     switches: int = 0
 
     @classmethod
@@ -69,8 +70,10 @@ class PreTradePolicy:
                 switch = ModeSwitch(previous, mode, trigger, now, decision.symbol)
                 self.switches += 1
             self._configure(self.modes.modes[mode])
-        params = self.modes.modes[mode]
-        gate = pre_trade_gate(decision, client_order_id, GatePolicy(min_consistency=params.min_consistency))
+        gates = self._gates.get(mode)
+        if gates is None:
+            gates = self._gates[mode] = GatePolicy(min_consistency=self.modes.modes[mode].min_consistency)
+        gate = pre_trade_gate(decision, client_order_id, gates)
         if gate.outcome is GateOutcome.PASS and decision.symbol in self._stale:
             gate = GateVerdict(GateOutcome.DENY, "harvest_stale")
         if gate.outcome is GateOutcome.PASS:

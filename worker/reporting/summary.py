@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
-from worker.contract.state_machine import is_terminal
 from worker.runtime.summary import percentile
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -61,18 +59,23 @@ def _fmt(value: Decimal | None) -> str | None:
 
 
 def build_report(events: Iterable[ExecEvent]) -> Report:
+    """One row per order, from its latest event (the highest `seq` of its `event_id`): terminal
+    orders by outcome, and orders still open (a resting ACCEPTED or PARTIALLY_FILLED) as such."""
     report = Report()
-    final: dict[str, ExecEvent] = {}
+    latest: dict[str, tuple[int, ExecEvent]] = {}
     for event in events:
         report.events += 1
-        if is_terminal(event.status):
-            final[event.client_order_id] = event
-    report.orders = len(final)
-    for event in final.values():
+        seq = int(event.event_id.rpartition(".")[2])
+        known = latest.get(event.client_order_id)
+        if known is None or seq > known[0]:
+            latest[event.client_order_id] = (seq, event)
+    report.orders = len(latest)
+    for _, event in latest.values():
         report.by_status[event.status.value] += 1
         if event.reason:
             report.by_reason[f"{event.status.value}:{event.reason}"] += 1
-        if event.status is OrderStatus.FILLED and event.px_fill is not None:
+        if event.qty_filled > 0 and event.px_fill is not None:
+            # Partial fills count too (an IOC remainder that expired, a resting order still open).
             report.fills_by_symbol[event.symbol] += 1
             notional = event.px_fill * event.qty_filled
             report.notional_by_symbol[event.symbol] = report.notional_by_symbol.get(event.symbol, Decimal(0)) + notional

@@ -6,15 +6,17 @@ Canonical order (what makes partitioning irrelevant): decisions are sorted by
 Keyed partitioning keeps each symbol's decisions in order, so that key is the same for a file
 and for a topic with any number of partitions. The n-th decision in that order carries the
 source coordinates (`replay`, 0, n) in its events. Time is sim-time (`event_ts_ms`); randomness
-is the seeded, per-order `Rng`. The digest is SHA-256 over the canonical exec-event lines, each
-followed by a newline, in canonical order.
+is the seeded, per-order `Rng`. With market data, the fills of resting orders are emitted when
+market time passes them: before the first decision at or after the fill's snapshot, ordered by
+(snapshot time, symbol, order arrival); the rest after the last decision. The digest is SHA-256
+over the canonical exec-event lines, each followed by a newline, in that order.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,27 +27,38 @@ from worker.codec.json_codec import decode_json, encode_json
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
+from worker.contract.trusted import trusted
+from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.io.outbox import Outbox, OutboxLine
 
 REPLAY_SOURCE = "replay"
-# Outbox lines published per call: large enough to amortise file rewrites.
-_PUBLISH_CHUNK = 20_000
+# Lines handed to the sinks per call: large enough to amortise outbox file rewrites and producer
+# batches, small enough that a long replay never holds its whole output in memory.
+_SINK_CHUNK = 20_000
+
+# Where a replay's exec-events go as they are made (an outbox, a topic, a test's list), in order.
+ReplaySink = Callable[[Sequence[OutboxLine]], Awaitable[None]]
 
 
-@dataclass(repr=False)
+@dataclass
 class ReplayResult:
     decisions: int = 0
-    events: list[ExecEvent] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)
+    events: int = 0
+    orders: Counter[str] = field(default_factory=Counter)  # orders by final status
     rejected: Counter[str] = field(default_factory=Counter)  # undecodable input, by error class
+    open_orders: int = 0  # resting orders the market data never finished
     digest: str = ""
 
-    def __repr__(self) -> str:
-        # Short on purpose: asyncio may repr a finished task's result (Python 3.11 does so while
-        # restoring signal handlers), and a full repr of every event costs seconds on big replays.
-        return f"ReplayResult(decisions={self.decisions}, events={len(self.events)}, digest={self.digest[:12]})"
+
+def outbox_sink(outbox: Outbox) -> ReplaySink:
+    """Writes a replay into an outbox layout (the same files a live worker mirrors)."""
+
+    async def write(lines: Sequence[OutboxLine]) -> None:
+        outbox.publish(lines)
+
+    return write
 
 
 def canonical_order(values: Iterable[bytes]) -> tuple[list[Decision], Counter[str]]:
@@ -65,29 +78,48 @@ def canonical_order(values: Iterable[bytes]) -> tuple[list[Decision], Counter[st
     return [item[3] for item in decoded], rejected
 
 
-async def replay(engine: ExecutionEngine, values: Iterable[bytes], out_dir: Path | None = None) -> ReplayResult:
+async def replay(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequence[ReplaySink] = ()) -> ReplayResult:
+    """Runs decisions through the engine in canonical order; returns counts and the digest.
+
+    With a backtest executor that holds market data, market time advances to each decision's
+    `event_ts_ms` before it is handled (resting orders fill from the snapshots in between), and
+    after the last decision to the end of the market data.
+    """
     decisions, rejected = canonical_order(values)
     result = ReplayResult(decisions=len(decisions), rejected=rejected)
     book = OrderBook()
     digest = hashlib.sha256()
-    for index, decision in enumerate(decisions):
-        source = SourceRef(topic=REPLAY_SOURCE, partition=0, offset=index)
-        outcome = await engine.handle(book, decision, source)
-        for event in outcome.events:
+    pending: list[OutboxLine] = []
+    venue = engine.executor if isinstance(engine.executor, BacktestExecutor) else None
+
+    async def emit(events: Iterable[ExecEvent]) -> None:
+        for event in events:
             line = encode_json(event)
             digest.update(line + b"\n")
-            result.events.append(event)
-            result.lines.append(line)
+            pending.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))
+        if len(pending) >= _SINK_CHUNK:
+            await flush()
+
+    async def flush() -> None:
+        for sink in sinks:
+            await sink(pending)
+        result.events += len(pending)
+        pending.clear()
+
+    for index, decision in enumerate(decisions):
+        if venue is not None:
+            for client_order_id, update in venue.fills_until(decision.event_ts_ms):
+                await emit(engine.observe(book, client_order_id, update))
+        source = trusted(SourceRef, topic=REPLAY_SOURCE, partition=0, offset=index)
+        await emit((await engine.handle(book, decision, source)).events)
+    if venue is not None:
+        for client_order_id, update in venue.fills_until(None):
+            await emit(engine.observe(book, client_order_id, update))
+        result.open_orders = venue.open_orders()
+    await flush()
     book.commit()
+    result.orders.update({status.value: count for status, count in book.by_status().items()})
     result.digest = digest.hexdigest()
-    if out_dir is not None:
-        outbox = Outbox(out_dir)
-        pending = [
-            OutboxLine(e.symbol, e.event_ts_ms, e.event_id, line)
-            for e, line in zip(result.events, result.lines, strict=True)
-        ]
-        for start in range(0, len(pending), _PUBLISH_CHUNK):
-            outbox.publish(pending[start : start + _PUBLISH_CHUNK])
     return result
 
 

@@ -1,0 +1,170 @@
+"""Resting orders in a backtest: a GTC limit that does not fill at once waits for the market."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from tests.factories import decision_bytes, decision_dict
+from worker.contract.enums import OrderStatus
+from worker.contract.events import ExecEvent
+from worker.contract.messages import MarketSnapshot
+from worker.execution.backtest import BacktestExecutor
+from worker.execution.engine import ExecutionEngine
+from worker.execution.fills import DepthFill, FillModel, QuoteFill
+from worker.execution.latency import LatencyModel
+from worker.execution.market import MarketView
+from worker.io.outbox import OutboxLine
+from worker.policy.rng import Rng
+from worker.reporting.summary import build_report
+from worker.runtime.replay import replay
+
+D = Decimal
+T0 = 1_767_225_600_000  # the factory decision's event time
+# A fixed 5 ms acknowledgement, so that each test knows which snapshots an order can meet.
+FIXED_LATENCY = LatencyModel(base_ms=5, mean_extra_ms=0)
+
+
+def snapshot(at_ms: int, bid: str, ask: str, asks: Sequence[tuple[str, str]] = (), symbol: str = "BTCUSDT") -> Any:
+    return MarketSnapshot.model_validate(
+        {
+            "symbol": symbol,
+            "event_time_ms": at_ms,
+            "bid": bid,
+            "ask": ask,
+            "bids": [{"px": bid, "qty": "1"}],
+            "asks": [{"px": px, "qty": qty} for px, qty in asks] or [{"px": ask, "qty": "1"}],
+        }
+    )
+
+
+async def run(values: list[bytes], snapshots: list[Any], fills: FillModel | None = None) -> tuple[list[ExecEvent], Any]:
+    executor = BacktestExecutor(
+        Rng(0), latency=FIXED_LATENCY, fills=fills or QuoteFill(), market=MarketView.from_snapshots(snapshots)
+    )
+    lines: list[OutboxLine] = []
+
+    async def collect(chunk: Sequence[OutboxLine]) -> None:
+        lines.extend(chunk)
+
+    result = await replay(ExecutionEngine(executor), values, [collect])
+    return [ExecEvent.model_validate_json(line.payload) for line in lines], result
+
+
+async def test_a_resting_buy_fills_at_its_limit_when_the_ask_comes_down_to_it() -> None:
+    market = [
+        snapshot(T0, "64200.00", "64201.00"),  # would cross, but gone by the acknowledgement (T0+5)
+        snapshot(T0 + 4, "64260.00", "64261.00"),  # what the order meets: above its limit, it rests
+        snapshot(T0 + 1_000, "64255.00", "64256.00"),  # still above the limit
+        snapshot(T0 + 2_000, "64249.00", "64250.00"),  # ask reaches the limit: filled
+        snapshot(T0 + 3_000, "64100.00", "64101.00"),
+    ]
+    events, result = await run([decision_bytes()], market)
+
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    accepted, filled = events
+    assert accepted.client_order_id == filled.client_order_id
+    assert filled.event_id == f"{accepted.client_order_id}.2"
+    assert filled.px_fill == accepted.px_sent == D("64250.12")  # maker: at its own price
+    assert filled.qty_filled == filled.qty and filled.ack_ts_ms == T0 + 2_000
+    assert filled.slippage_bps is not None and filled.slippage_bps <= 0  # only the passive rounding
+    assert result.orders == {"FILLED": 1} and result.open_orders == 0
+
+
+async def test_a_depth_fill_takes_only_what_the_book_shows_and_completes_later() -> None:
+    # 0.01234 BTC resting at 64250.12; the first touching book shows 0.004 at or under the limit.
+    market = [
+        snapshot(T0, "64260.00", "64261.00"),
+        snapshot(T0 + 1_000, "64249.00", "64250.00", asks=[("64250.00", "0.004"), ("64251.00", "5")]),
+        snapshot(T0 + 2_000, "64240.00", "64241.00", asks=[("64241.00", "1")]),
+    ]
+    events, result = await run([decision_bytes(tif="GTC")], market, DepthFill())
+
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED]
+    assert [e.qty_filled for e in events] == [D(0), D("0.004"), events[0].qty]
+    assert [e.ack_ts_ms for e in events[1:]] == [T0 + 1_000, T0 + 2_000]
+    assert all(e.px_fill == D("64250.12") for e in events[1:])
+    assert result.orders == {"FILLED": 1}
+
+
+async def test_a_cancel_before_the_market_reaches_the_order_ends_it() -> None:
+    order = decision_dict()
+    market = [snapshot(T0, "64260.00", "64261.00"), snapshot(T0 + 5_000, "64100.00", "64101.00")]
+    first, _ = await run([orjson.dumps(order)], market)
+    cancel = decision_dict(
+        signal_row_id="row-2",
+        event_ts_ms=T0 + 1_000,
+        action="CANCEL",
+        target_client_order_id=first[0].client_order_id,
+    )
+    events, result = await run([orjson.dumps(order), orjson.dumps(cancel)], market)
+
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.CANCELED]
+    assert events[1].reason == "cancel_requested" and events[1].ack_ts_ms == T0 + 1_000 + 5
+    assert result.orders == {"CANCELED": 1}  # the later snapshot that crosses finds nothing
+
+
+async def test_a_cancel_after_the_fill_finds_nothing_to_cancel() -> None:
+    market = [snapshot(T0, "64260.00", "64261.00"), snapshot(T0 + 500, "64100.00", "64101.00")]
+    first, _ = await run([decision_bytes()], market)
+    cancel = decision_bytes(
+        signal_row_id="row-2", event_ts_ms=T0 + 1_000, action="CANCEL", target_client_order_id=first[0].client_order_id
+    )
+    events, result = await run([decision_bytes(), cancel], market)
+    # Market time passes the fill at T0+500 before the cancel at T0+1000 is handled.
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    assert result.orders == {"FILLED": 1}
+
+
+async def test_ioc_orders_never_rest_and_gtc_orders_left_open_are_reported() -> None:
+    market = [snapshot(T0, "64260.00", "64261.00")]
+    events, result = await run([decision_bytes(tif="IOC"), decision_bytes(signal_row_id="row-2")], market)
+    assert sorted(e.status for e in events) == [OrderStatus.ACCEPTED, OrderStatus.EXPIRED]
+    assert result.open_orders == 1 and result.orders == {"ACCEPTED": 1, "EXPIRED": 1}
+    # The report counts an order still resting by its latest state, not as missing.
+    report = build_report(events)
+    assert report.orders == 2 and report.by_status == result.orders
+
+
+async def test_resting_fills_are_the_same_whatever_the_interleaving_of_symbols() -> None:
+    # Four "partitions" deliver the symbols in different interleavings; per-symbol order is kept,
+    # as keyed partitioning keeps it. Fills of resting orders must come out byte-identical.
+    rng = random.Random(7)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    rows: dict[str, list[bytes]] = {s: [] for s in symbols}
+    market = []
+    for step in range(60):
+        for symbol in symbols:
+            at = T0 + step * 1_000
+            mid = D(100) + D(rng.randint(-50, 50)) / 10
+            market.append(snapshot(at, f"{mid - D('0.1'):.2f}", f"{mid + D('0.1'):.2f}", symbol=symbol))
+            side = rng.choice(["BUY", "SELL"])
+            px = mid + (D(-1) if side == "BUY" else D(1)) * D(rng.randint(0, 30)) / 10
+            rows[symbol].append(
+                decision_bytes(
+                    symbol=symbol,
+                    signal_row_id=f"{symbol}-{step}",
+                    event_ts_ms=at + rng.randint(0, 999),
+                    ts_ms=at + 1_000,
+                    side=side,
+                    qty="1",
+                    px=f"{px:.2f}",
+                    tif=rng.choice(["GTC", "GTC", "IOC"]),
+                )
+            )
+    in_order = [v for s in symbols for v in rows[s]]
+    interleaved = [v for group in zip(*rows.values(), strict=True) for v in group]
+    reversed_symbols = [v for s in reversed(symbols) for v in rows[s]]
+
+    outcomes = [await run(values, market) for values in (in_order, interleaved, reversed_symbols)]
+    digests = {result.digest for _, result in outcomes}
+    assert len(digests) == 1
+    events = outcomes[0][0]
+    statuses = {e.status for e in events}
+    assert {OrderStatus.ACCEPTED, OrderStatus.FILLED, OrderStatus.EXPIRED} <= statuses
+    # Some orders filled after resting: a FILLED event that is not the order's first.
+    assert any(e.status is OrderStatus.FILLED and not e.event_id.endswith(".1") for e in events)
