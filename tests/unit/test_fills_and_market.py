@@ -55,6 +55,18 @@ def test_depth_model_walks_levels_and_fills_partially() -> None:
     assert full.px_fill is not None and D("64250") < full.px_fill < D("64260")
 
 
+def test_depth_falls_back_to_square_root_impact_where_the_snapshot_has_no_book() -> None:
+    top_only = Quote(bid=D("64249.00"), ask=D("64250.00"))
+    buy = order(qty="0.5", px="64400.00", tif="IOC")
+    assert DepthFill().fill(buy, top_only).reason == "no_book"
+    fallback = fill_model("depth:10:1000").fill(buy, top_only)
+    assert fallback == fill_model("sqrt_impact:10:1000").fill(buy, top_only)
+    # 10 bps x sqrt(0.5 / 1000) = 0.2236 bps above the ask, rounded up to the tick.
+    assert fallback.status is OrderStatus.FILLED and fallback.px_fill == D("64251.44")
+    # With levels, the book decides as before.
+    assert fill_model("depth:10:1000").fill(buy, QUOTE) == DepthFill().fill(buy, QUOTE)
+
+
 def test_cost_models_are_adverse_on_the_tick_grid_and_never_through_the_limit() -> None:
     market_buy = order(order_type="MARKET", px=None, tif="IOC").model_copy(update={"px_intent": D("64250.00")})
     fixed = fill_model("fixed_bps:10").fill(market_buy, None)

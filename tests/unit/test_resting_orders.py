@@ -29,10 +29,18 @@ T0 = 1_767_225_600_000  # the factory decision's event time
 FIXED_LATENCY = LatencyModel(base_ms=5, mean_extra_ms=0)
 
 
-def snapshot(at_ms: int, bid: str, ask: str, asks: Sequence[tuple[str, str]] = (), symbol: str = "BTCUSDT") -> Any:
+def snapshot(
+    at_ms: int,
+    bid: str,
+    ask: str,
+    asks: Sequence[tuple[str, str]] = (),
+    symbol: str = "BTCUSDT",
+    last_px: str | None = None,
+) -> Any:
     return MarketSnapshot.model_validate(
         {
             "symbol": symbol,
+            "last_px": last_px,
             "event_time_ms": at_ms,
             "bid": bid,
             "ask": ask,
@@ -42,10 +50,11 @@ def snapshot(at_ms: int, bid: str, ask: str, asks: Sequence[tuple[str, str]] = (
     )
 
 
-async def run(values: list[bytes], snapshots: list[Any], fills: FillModel | None = None) -> tuple[list[ExecEvent], Any]:
-    executor = BacktestExecutor(
-        Rng(0), latency=FIXED_LATENCY, fills=fills or QuoteFill(), market=MarketView.from_snapshots(snapshots)
-    )
+async def run(
+    values: list[bytes], snapshots: list[Any], fills: FillModel | None = None, max_carry: int = 50
+) -> tuple[list[ExecEvent], Any]:
+    market = MarketView.from_snapshots(snapshots, max_carry=max_carry, max_carry_ms=5_000)
+    executor = BacktestExecutor(Rng(0), latency=FIXED_LATENCY, fills=fills or QuoteFill(), market=market)
     lines: list[OutboxLine] = []
 
     async def collect(chunk: Sequence[OutboxLine]) -> None:
@@ -168,3 +177,30 @@ async def test_resting_fills_are_the_same_whatever_the_interleaving_of_symbols()
     assert {OrderStatus.ACCEPTED, OrderStatus.FILLED, OrderStatus.EXPIRED} <= statuses
     # Some orders filled after resting: a FILLED event that is not the order's first.
     assert any(e.status is OrderStatus.FILLED and not e.event_id.endswith(".1") for e in events)
+
+
+async def test_a_sell_trade_through_the_limit_fills_a_resting_buy_and_the_tick_rule_caps_apply() -> None:
+    # The ask never comes down to the 64250.12 limit, but trades print there: a downtick to
+    # 64250.00 (seller-initiated), then the same price again (direction carried, within caps).
+    market = [
+        snapshot(T0, "64260.00", "64261.00", last_px="64260.00"),
+        snapshot(T0 + 1_000, "64260.00", "64261.00", last_px="64262.00"),  # uptick: a buyer, no fill
+        snapshot(T0 + 2_000, "64255.00", "64256.00", last_px="64262.00"),  # unchanged: still a buyer
+        snapshot(T0 + 3_000, "64255.00", "64256.00", last_px="64250.00"),  # downtick through the limit
+    ]
+    events, _ = await run([decision_bytes()], market)
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    assert events[1].ack_ts_ms == T0 + 3_000 and events[1].px_fill == D("64250.12")
+
+    # A sell at the limit long after the last price change is of unknown direction: no fill.
+    flat = [
+        snapshot(T0, "64260.00", "64261.00", last_px="64251.00"),
+        snapshot(T0 + 1_000, "64260.00", "64261.00", last_px="64250.00"),  # downtick, before the order rests
+        *[snapshot(T0 + 1_000 + k, "64260.00", "64261.00", last_px="64250.00") for k in range(1, 4)],
+        snapshot(T0 + 2_000, "64260.00", "64261.00", last_px="64250.00"),
+    ]
+    order = decision_bytes(event_ts_ms=T0 + 1_500)
+    carried, _ = await run([order], flat, max_carry=50)
+    capped, _ = await run([order], flat, max_carry=2)
+    assert [e.status for e in carried] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    assert [e.status for e in capped] == [OrderStatus.ACCEPTED]  # the 4th unchanged print is past the cap

@@ -16,7 +16,7 @@ from worker.contract.messages import MarketSnapshot
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import EngineConfig, ExecutionEngine
 from worker.execution.fills import FillModel, fill_model
-from worker.execution.market import MarketView
+from worker.execution.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
 from worker.io.kafka import KafkaConfig, read_committed_topic
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
@@ -48,6 +48,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--market", type=Path, help="JSONL market.v1 snapshots (needed by quote and depth)")
     parser.add_argument(
+        "--tick-carry",
+        type=int,
+        default=DEFAULT_MAX_CARRY,
+        metavar="N",
+        help=f"tick rule: carry a trade direction across at most N unchanged prices (default {DEFAULT_MAX_CARRY})",
+    )
+    parser.add_argument(
+        "--tick-carry-ms",
+        type=int,
+        default=DEFAULT_MAX_CARRY_MS,
+        metavar="MS",
+        help=f"tick rule: ... and for at most MS since the last price change (default {DEFAULT_MAX_CARRY_MS})",
+    )
+    parser.add_argument(
         "--price-rounding", default="passive", help="passive (default) | aggressive | nearest (docs: rounding)"
     )
     add_kafka_options(parser)
@@ -78,6 +92,8 @@ def fill_model_from(args: argparse.Namespace) -> FillModel:
 
 
 def market_from(args: argparse.Namespace) -> MarketView | None:
+    if args.tick_carry < 0 or args.tick_carry_ms < 0:
+        raise UsageError("--tick-carry and --tick-carry-ms: use 0 or more (0: never carry a direction)")
     if args.market is None:
         return None
     if not args.market.is_file():
@@ -90,7 +106,7 @@ def market_from(args: argparse.Namespace) -> MarketView | None:
             snapshots.append(decode_json(MarketSnapshot, line))
         except DecodeError as exc:
             raise UsageError(f"--market {args.market}:{number}: {exc.reason}") from None
-    return MarketView.from_snapshots(snapshots)
+    return MarketView.from_snapshots(snapshots, args.tick_carry, args.tick_carry_ms)
 
 
 def rounding_from(args: argparse.Namespace) -> PriceRounding:

@@ -4,7 +4,10 @@ Orders that do not fill at once rest, as on a venue: a GTC limit order that the 
 reached (or that the book could fill only in part) waits for later market data. As the replay
 advances market time (`fills_until`), every snapshot after the order's acknowledgement that
 reaches its limit fills it, at its own limit price (a maker fill: a resting order does not
-improve on its price). With the `depth` model a snapshot fills at most the quantity its book
+improve on its price). A snapshot reaches the limit when its touch does (ask <= a BUY's limit,
+bid >= a SELL's), or when its last trade was made by the other side (by the tick rule, see
+`market.py`) at or through the limit; a trade whose direction the tick rule cannot tell does
+not count. With the `depth` model a snapshot fills at most the quantity its book
 shows at or better than the limit, so an order may fill in several steps; with every other model
 the first snapshot that reaches the limit fills what is left. Queue position is not modelled: a
 touch at the limit is taken as a fill (an optimistic assumption, stated in docs/architecture.md).
@@ -169,10 +172,17 @@ class BacktestExecutor:
         buy = order.side is Side.BUY
         touch = quote.ask if buy else quote.bid
         if (touch > order.px) if buy else (touch < order.px):
-            return _ZERO
-        if not self._by_depth:
-            return remaining
+            # The touch has not come to the order, but a trade by the other side that prints at
+            # or through its limit means that the level traded: the order was hit.
+            # (Snapshots carry no trade size: such a hit fills what is left.)
+            trade_px = quote.trade_px
+            if trade_px is None or quote.trade_direction != (-1 if buy else 1):
+                return _ZERO
+            through = trade_px <= order.px if buy else trade_px >= order.px
+            return remaining if through else _ZERO
         levels = quote.asks if buy else quote.bids
+        if not self._by_depth or not levels:
+            return remaining  # no book to size the fill by (a snapshot without levels)
         shown = sum((size for price, size in levels if (price <= order.px if buy else price >= order.px)), _ZERO)
         return min(remaining, shown)
 

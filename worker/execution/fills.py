@@ -16,6 +16,7 @@ For the three cost models the reference is the touch when there is market data, 
 price; a LIMIT with no market data to cross is assumed to rest and fill at its price (maker).
 | `quote` | the touch (ask for BUY, bid for SELL), only if a LIMIT reaches it | yes: bid/ask |
 | `depth` | walking the book's levels; what the book cannot fill is partial | yes: levels |
+| `depth:K:ADV` | as `depth`; where a snapshot has no levels, square-root impact instead | yes: bid/ask |
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Quote:
     bids: tuple[tuple[Decimal, Decimal], ...] = ()  # (price, qty), best first
     asks: tuple[tuple[Decimal, Decimal], ...] = ()
     event_time_ms: int = 0
+    trade_px: Decimal | None = None  # the last trade, if the snapshot carries one
+    trade_direction: int = 0  # its aggressor by the tick rule: +1 buyer, -1 seller, 0 unknown
 
 
 @dataclass(frozen=True)
@@ -138,13 +141,20 @@ class QuoteFill:
 
 @dataclass(frozen=True)
 class DepthFill:
-    """Walks the book level by level up to the limit; what it cannot take is left unfilled."""
+    """Walks the book level by level up to the limit; what it cannot take is left unfilled.
+
+    Where a snapshot has no levels on the side the order takes, `no_book` is the model to use
+    instead (`depth:K_BPS:ADV`: square-root impact); without one the order is rejected.
+    """
 
     name: str = "depth"
+    no_book: AdverseBps | None = None
 
     def fill(self, order: OrderCtx, quote: Quote | None) -> Fill:
         levels = (quote.asks if order.side is Side.BUY else quote.bids) if quote else ()
         if not levels:
+            if self.no_book is not None:
+                return self.no_book.fill(order, quote)
             return Fill(OrderStatus.REJECTED, None, Decimal(0), "no_book")
         remaining, cost = order.qty, Decimal(0)
         for price, size in levels:
@@ -175,6 +185,8 @@ def fill_model(spec: str) -> FillModel:
             return QuoteFill()
         if name == "depth" and not args:
             return DepthFill()
+        if name == "depth" and len(args) == 2:
+            return DepthFill(no_book=AdverseBps("sqrt_impact", impact_k_bps=Decimal(args[0]), adv=Decimal(args[1])))
         if name == "spread_fees" and not args:
             return AdverseBps("spread_fees")
         if name == "fixed_bps" and len(args) == 1:
@@ -184,5 +196,6 @@ def fill_model(spec: str) -> FillModel:
     except ArithmeticError:
         pass
     raise ValueError(
-        f"fill model {spec!r}: use immediate, quote, depth, spread_fees, fixed_bps:BPS or sqrt_impact:K_BPS:ADV"
+        f"fill model {spec!r}: use immediate, quote, depth, depth:K_BPS:ADV, spread_fees, fixed_bps:BPS"
+        " or sqrt_impact:K_BPS:ADV"
     )

@@ -46,26 +46,43 @@ def tick_rule(
 
 @dataclass
 class MarketView:
-    """Snapshots per symbol in event-time order; `quote_at` answers "what was the market then"."""
+    """Snapshots per symbol in event-time order; `quote_at` answers "what was the market then".
+
+    Each snapshot's last trade (`last_px`) gets its aggressor side by the tick rule over that
+    symbol's trades in event-time order, with the given caps.
+    """
 
     _times: dict[str, list[int]] = field(default_factory=dict)
     _quotes: dict[str, list[Quote]] = field(default_factory=dict)
 
     @classmethod
-    def from_snapshots(cls, snapshots: Iterable[MarketSnapshot]) -> MarketView:
+    def from_snapshots(
+        cls,
+        snapshots: Iterable[MarketSnapshot],
+        max_carry: int = DEFAULT_MAX_CARRY,
+        max_carry_ms: int = DEFAULT_MAX_CARRY_MS,
+    ) -> MarketView:
         view = cls()
+        by_symbol: dict[str, list[MarketSnapshot]] = {}
         # Market time: sort by event time (then arrival order, which sorted() keeps for ties).
         for snap in sorted(snapshots, key=lambda s: s.event_time_ms):
-            view._times.setdefault(snap.symbol, []).append(snap.event_time_ms)
-            view._quotes.setdefault(snap.symbol, []).append(
+            by_symbol.setdefault(snap.symbol, []).append(snap)
+        for symbol, snaps in sorted(by_symbol.items()):
+            trades = [(s.event_time_ms, s.last_px) for s in snaps if s.last_px is not None]
+            directions = iter(tick_rule(trades, max_carry, max_carry_ms))
+            view._times[symbol] = [s.event_time_ms for s in snaps]
+            view._quotes[symbol] = [
                 Quote(
                     bid=snap.bid,
                     ask=snap.ask,
                     bids=tuple((level.px, level.qty) for level in snap.bids),
                     asks=tuple((level.px, level.qty) for level in snap.asks),
                     event_time_ms=snap.event_time_ms,
+                    trade_px=snap.last_px,
+                    trade_direction=next(directions) if snap.last_px is not None else 0,
                 )
-            )
+                for snap in snaps
+            ]
         return view
 
     def quote_at(self, symbol: str, at_ms: int) -> Quote | None:
@@ -84,7 +101,3 @@ class MarketView:
         first = bisect.bisect_right(times, after_ms)
         last = len(times) if until_ms is None else bisect.bisect_right(times, until_ms)
         return self._quotes[symbol][first:last]
-
-    def end_ms(self) -> int | None:
-        """The event time of the last snapshot of any symbol (None without data)."""
-        return max((times[-1] for times in self._times.values() if times), default=None)
