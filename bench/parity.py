@@ -1,14 +1,16 @@
 """Backtest vs venue parity: the same decisions, the same market, the backtest's expected fill
 against the sandbox exchange's actual fill (over real HTTP).
 
-Before each order the sandbox's quote is pinned to the market snapshot the backtest uses for that
-order (`POST /sandbox/quote`), so the comparison isolates the fill logic. Reported: how many
-orders filled in both, the fill-price difference in ticks (p50/p95/max), and status agreement.
+The market timeline is pinned into the sandbox snapshot by snapshot (`POST /sandbox/quote`), with
+each decision sent once market time has reached it, so the comparison isolates the fill logic,
+for orders that cross at once and for orders that rest and fill later. Compared per order: the
+final status, and for orders filled in both the fill-price difference in ticks (p50/p95/max).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,7 +21,7 @@ from aiohttp import ClientSession, web
 from examples.gen_decisions import decisions, market_snapshots
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
-from worker.contract.messages import Decision, MarketSnapshot
+from worker.contract.messages import MarketSnapshot
 from worker.contract.orders import SourceRef
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.binance.client import BinanceClient, VenueCredentials
@@ -29,8 +31,11 @@ from worker.execution.fills import QuoteFill
 from worker.execution.latency import LatencyModel
 from worker.execution.market import MarketView
 from worker.execution.order_state import OrderBook
+from worker.io.outbox import OutboxLine
 from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
+from worker.reporting.summary import latest_by_order
+from worker.runtime.replay import canonical_order, replay
 from worker.runtime.summary import percentile
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
@@ -41,6 +46,7 @@ from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxEx
 class Parity:
     orders: int
     filled_both: int
+    filled_after_resting: int  # of those, filled by later market data in the backtest
     status_agreement: float
     diff_ticks_p50: Decimal | None
     diff_ticks_p95: Decimal | None
@@ -52,17 +58,27 @@ class Parity:
 
 async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     rows = list(decisions(count, seed))
-    view = MarketView.from_snapshots(MarketSnapshot.model_validate(s) for s in market_snapshots(rows, seed))
-    commands = [Decision.model_validate_json(orjson.dumps(r)) for r in rows]
+    snapshots = sorted(
+        (MarketSnapshot.model_validate(s) for s in market_snapshots(rows, seed)), key=lambda s: s.event_time_ms
+    )
+    view = MarketView.from_snapshots(snapshots)
+    values = [orjson.dumps(r) for r in rows]
+    commands, _ = canonical_order(values)
 
-    # Zero latency: the backtest meets the market exactly at the decision's event time.
+    # The backtest: a replay with zero latency, so that every order meets the market exactly at
+    # its decision's event time; resting orders fill from the snapshots that follow.
+    lines: list[OutboxLine] = []
+
+    async def collect(chunk: Sequence[OutboxLine]) -> None:
+        lines.extend(chunk)
+
     backtest = ExecutionEngine(BacktestExecutor(Rng(0), LatencyModel(0, 0), QuoteFill(), view))
-    expected: dict[str, ExecEvent] = {}
-    book = OrderBook()
-    for index, decision in enumerate(commands):
-        result = await backtest.handle(book, decision, SourceRef(topic="parity", partition=0, offset=index))
-        expected.update({e.client_order_id: e for e in result.events})
+    await replay(backtest, values, [collect])
+    expected = latest_by_order(ExecEvent.model_validate_json(line.payload) for line in lines)
 
+    # The venue: the same market timeline pinned into the sandbox snapshot by snapshot (each pin
+    # also fills resting orders it crosses), the same decisions in the same order in between;
+    # what rested is learned at the end by querying the venue, as the worker reconciles.
     exchange = SandboxExchange(Market(DEFAULT_SYMBOLS, random.Random(seed)), FaultPlan.parse(None), seed)
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()
@@ -72,16 +88,27 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     live = ExecutionEngine(venue, clock=WallClock())
     actual: dict[str, ExecEvent] = {}
     book = OrderBook()
+    pinned = 0
     try:
         async with ClientSession() as admin:
+
+            async def pin(snapshot: MarketSnapshot) -> None:
+                body = {"symbol": snapshot.symbol, "bid": str(snapshot.bid), "ask": str(snapshot.ask)}
+                async with admin.post(f"{url}/sandbox/quote", json=body) as response:
+                    response.raise_for_status()
+
             for index, decision in enumerate(commands):
-                quote = view.quote_at(decision.symbol, decision.event_ts_ms)
-                if quote is not None:
-                    body = {"symbol": decision.symbol, "bid": str(quote.bid), "ask": str(quote.ask)}
-                    async with admin.post(f"{url}/sandbox/quote", json=body) as response:
-                        response.raise_for_status()
+                while pinned < len(snapshots) and snapshots[pinned].event_time_ms <= decision.event_ts_ms:
+                    await pin(snapshots[pinned])
+                    pinned += 1
                 result = await live.handle(book, decision, SourceRef(topic="parity", partition=0, offset=index))
                 actual.update({e.client_order_id: e for e in result.events})
+            for snapshot in snapshots[pinned:]:
+                await pin(snapshot)
+            book.commit()
+            for record in book.open_orders():
+                outcome = await live.reconcile(book, record.last.client_order_id)
+                actual.update({e.client_order_id: e for e in outcome.events})
     finally:
         await venue.close()
         await runner.cleanup()
@@ -101,6 +128,9 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     return Parity(
         orders=len(expected),
         filled_both=len(diffs),
+        filled_after_resting=sum(
+            1 for e in expected.values() if e.status is OrderStatus.FILLED and e.event_id[-2:] != ".1"
+        ),
         status_agreement=round(agree / len(expected), 4) if expected else 0.0,
         diff_ticks_p50=percentile(diffs, 0.5),
         diff_ticks_p95=percentile(diffs, 0.95),

@@ -31,6 +31,11 @@ def event_id(client_order_id: str, seq: int) -> str:
     return f"{client_order_id}.{seq}"
 
 
+def event_seq(event_id: str) -> int:
+    """The position of an event in its order's life: `event_id`'s inverse."""
+    return int(event_id.rpartition(".")[2])
+
+
 def _canonical(value: Decimal) -> str:
     normalised = value.normalize()
     # normalize() turns 100 into 1E+2; print integers plainly.

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.contract.events import ExecEvent
+from worker.policy.ids import event_seq
 from worker.runtime.summary import percentile
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -58,19 +59,25 @@ def _fmt(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def build_report(events: Iterable[ExecEvent]) -> Report:
-    """One row per order, from its latest event (the highest `seq` of its `event_id`): terminal
-    orders by outcome, and orders still open (a resting ACCEPTED or PARTIALLY_FILLED) as such."""
-    report = Report()
-    latest: dict[str, tuple[int, ExecEvent]] = {}
+def latest_by_order(events: Iterable[ExecEvent]) -> dict[str, ExecEvent]:
+    """Each order's latest state: its event with the highest sequence number, in any input order."""
+    latest: dict[str, ExecEvent] = {}
     for event in events:
-        report.events += 1
-        seq = int(event.event_id.rpartition(".")[2])
         known = latest.get(event.client_order_id)
-        if known is None or seq > known[0]:
-            latest[event.client_order_id] = (seq, event)
+        if known is None or event_seq(event.event_id) > event_seq(known.event_id):
+            latest[event.client_order_id] = event
+    return latest
+
+
+def build_report(events: Iterable[ExecEvent]) -> Report:
+    """One row per order, from its latest event: terminal orders by outcome, and orders still
+    open (a resting ACCEPTED or PARTIALLY_FILLED) as such."""
+    report = Report()
+    every = list(events)
+    report.events = len(every)
+    latest = latest_by_order(every)
     report.orders = len(latest)
-    for _, event in latest.values():
+    for event in latest.values():
         report.by_status[event.status.value] += 1
         if event.reason:
             report.by_reason[f"{event.status.value}:{event.reason}"] += 1
