@@ -417,10 +417,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
-    text = json.dumps(results, indent=2)
+    print(json.dumps(results, indent=2))
+    # A partial run (--only) updates its own entries and keeps the others' latest figures.
+    recorded = json.loads(args.json.read_text()) if args.only and args.json.is_file() else {}
+    recorded.update(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(text + "\n")
-    print(text)
+    args.json.write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 if __name__ == "__main__":
