@@ -20,7 +20,7 @@ class Rng:
         digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
 
-    def unit(self, key: str) -> float:
-        """One uniform draw in [0, 1) for `key`, without building a generator."""
+    def bits64(self, key: str) -> int:
+        """One uniform 64-bit draw for `key` (0 <= n < 2^64), without building a generator."""
         digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
+        return int.from_bytes(digest[:8], "big")
