@@ -118,7 +118,7 @@ async def test_cancel_of_an_unknown_or_filled_order_changes_nothing() -> None:
 
 
 async def test_every_event_of_the_sample_is_valid_against_the_contract() -> None:
-    # The engine builds events without re-validation (model_construct); prove that is safe.
+    # The engine builds events without re-validation (contract.trusted); prove that is safe.
     import orjson
 
     from examples.gen_decisions import decisions
