@@ -204,3 +204,32 @@ async def test_a_sell_trade_through_the_limit_fills_a_resting_buy_and_the_tick_r
     capped, _ = await run([order], flat, max_carry=2)
     assert [e.status for e in carried] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
     assert [e.status for e in capped] == [OrderStatus.ACCEPTED]  # the 4th unchanged print is past the cap
+
+
+async def test_resting_orders_are_matched_only_when_their_symbol_has_new_market_data() -> None:
+    # 40 BTC orders rest; then 200 ETH decisions advance market time through ETH-only snapshots.
+    # Matching must look at BTC's book only when BTC has new snapshots (the last one), not once
+    # per decision: a long backtest with many resting orders costs per snapshot.
+    calls: list[str] = []
+
+    class CountingView(MarketView):
+        def quotes_between(self, symbol: str, after_ms: int, until_ms: int | None) -> list[Any]:
+            calls.append(symbol)
+            return super().quotes_between(symbol, after_ms, until_ms)
+
+    btc = [decision_bytes(signal_row_id=f"btc-{i}", px="64000.00") for i in range(40)]
+    eth = [
+        decision_bytes(
+            symbol="ETHUSDT", signal_row_id=f"eth-{i}", event_ts_ms=T0 + 10 * (i + 1), px="3000.00", tif="IOC"
+        )
+        for i in range(200)
+    ]
+    market = [snapshot(T0, "64260.00", "64261.00")]
+    market += [snapshot(T0 + 10 * (i + 1), "3100.00", "3101.00", symbol="ETHUSDT") for i in range(200)]
+    market.append(snapshot(T0 + 5_000, "63900.00", "63901.00"))  # BTC comes down through every limit
+    view = CountingView.from_snapshots(market)
+    executor = BacktestExecutor(Rng(0), latency=FIXED_LATENCY, fills=QuoteFill(), market=view)
+    result = await replay(ExecutionEngine(executor), btc + eth)
+
+    assert result.orders == {"FILLED": 40, "EXPIRED": 200}
+    assert calls.count("BTCUSDT") == 40  # once per resting order, at the end of the data

@@ -33,6 +33,7 @@ _ZERO = Decimal(0)
 # Average fill prices carry four more decimals than the tick: 1/10,000 of a tick is below any
 # venue's reporting precision, and the exponent stays fixed per symbol.
 _AVERAGE_EXTRA_PLACES = 4
+_OPEN = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
 
 @dataclass(slots=True)
@@ -97,8 +98,11 @@ class BacktestExecutor:
         self._market = market
         self._by_depth = isinstance(self._fills, DepthFill)
         self._orders: dict[str, _Resting] = {}  # every order that has rested, for `query`
-        self._open: dict[str, _Resting] = {}  # those still open, in arrival order
+        self._open: dict[str, dict[str, _Resting]] = {}  # those still open, by symbol, in arrival order
         self._now_ms = 0  # simulated time: the latest order or market step seen
+        # Market time so far: the next advance looks only at symbols with snapshots after it, so
+        # that a replay with many resting orders costs per snapshot, not per order and decision.
+        self._advanced_to_ms: int | None = None
 
     async def submit(self, order: OrderCtx) -> ExecResult:
         sent_ts_ms = order.event_ts_ms
@@ -107,7 +111,7 @@ class BacktestExecutor:
         # The market as of the acknowledgement: what the order meets after its latency.
         quote = self._market.quote_at(order.symbol, ack_ts_ms) if self._market is not None else None
         fill = self._fills.fill(order, quote)
-        if self._market is not None and fill.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+        if self._market is not None and fill.status in _OPEN:
             resting = _Resting(
                 order=order,
                 arrival=len(self._orders),
@@ -117,7 +121,8 @@ class BacktestExecutor:
                 notional=EXACT.multiply(fill.px_fill, fill.qty_filled) if fill.px_fill is not None else _ZERO,
                 updated_ms=ack_ts_ms,
             )
-            self._orders[order.client_order_id] = self._open[order.client_order_id] = resting
+            self._orders[order.client_order_id] = resting
+            self._open.setdefault(order.symbol, {})[order.client_order_id] = resting
         return trusted(
             ExecResult,
             status=fill.status,
@@ -133,23 +138,30 @@ class BacktestExecutor:
     def fills_until(self, until_ms: int | None) -> list[tuple[str, ExecResult]]:
         """Advances market time to `until_ms` (to the end of the data when None) and returns the
         state of each resting order after each fill, in (time, symbol, arrival) order."""
-        if not self._open or self._market is None:
-            if until_ms is not None:
-                self._now_ms = max(self._now_ms, until_ms)
+        market, since_ms = self._market, self._advanced_to_ms
+        if until_ms is not None:
+            self._now_ms = max(self._now_ms, until_ms)
+            self._advanced_to_ms = until_ms if since_ms is None else max(since_ms, until_ms)
+        if not self._open or market is None:
             return []
+        if until_ms is None or since_ms is None:
+            moved = set(self._open)
+        else:
+            moved = market.symbols_between(since_ms, until_ms) & self._open.keys()
         steps: list[tuple[int, str, int, Decimal, _Resting]] = []
-        for resting in self._open.values():
-            order = resting.order
-            remaining = EXACT.subtract(order.qty, resting.filled)
-            for quote in self._market.quotes_between(order.symbol, resting.matched_until_ms, until_ms):
-                take = self._take(order, quote, remaining)
-                if take > 0:
-                    steps.append((quote.event_time_ms, order.symbol, resting.arrival, take, resting))
-                    remaining = EXACT.subtract(remaining, take)
-                    if remaining <= 0:
-                        break
-            if until_ms is not None:
-                resting.matched_until_ms = max(resting.matched_until_ms, until_ms)
+        for symbol in moved:
+            for resting in self._open[symbol].values():
+                order = resting.order
+                remaining = EXACT.subtract(order.qty, resting.filled)
+                for quote in market.quotes_between(symbol, resting.matched_until_ms, until_ms):
+                    take = self._take(order, quote, remaining)
+                    if take > 0:
+                        steps.append((quote.event_time_ms, symbol, resting.arrival, take, resting))
+                        remaining = EXACT.subtract(remaining, take)
+                        if remaining <= 0:
+                            break
+                if until_ms is not None:
+                    resting.matched_until_ms = max(resting.matched_until_ms, until_ms)
         steps.sort(key=lambda step: step[:3])
         results: list[tuple[str, ExecResult]] = []
         for at_ms, _, _, take, resting in steps:
@@ -160,11 +172,17 @@ class BacktestExecutor:
             done = resting.filled >= resting.order.qty
             resting.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
             if done:
-                del self._open[resting.order.client_order_id]
+                self._close(resting.order)
             results.append((resting.order.client_order_id, resting.result()))
-        if until_ms is not None:
-            self._now_ms = max(self._now_ms, until_ms)
         return results
+
+    def _close(self, order: OrderCtx) -> _Resting | None:
+        """Takes an order off the open book (filled or cancelled)."""
+        orders = self._open.get(order.symbol)
+        resting = orders.pop(order.client_order_id, None) if orders is not None else None
+        if orders is not None and not orders:
+            del self._open[order.symbol]
+        return resting
 
     def _take(self, order: OrderCtx, quote: Quote, remaining: Decimal) -> Decimal:
         """How much of a resting order one snapshot fills."""
@@ -187,7 +205,8 @@ class BacktestExecutor:
         return min(remaining, shown)
 
     async def cancel(self, client_order_id: str) -> CancelResult:
-        resting = self._open.pop(client_order_id, None)
+        known = self._orders.get(client_order_id)
+        resting = self._close(known.order) if known is not None else None
         if resting is None:
             # Never rested (it filled or expired at once), or already finished.
             return CancelResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason="unknown_order")
@@ -197,7 +216,8 @@ class BacktestExecutor:
 
     async def amend(self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None) -> AmendResult:
         # As the live venue: an amend would be a cancel-replace under a second client order id.
-        reason = "amend_unsupported" if client_order_id in self._open else "unknown_order"
+        known = self._orders.get(client_order_id)
+        reason = "amend_unsupported" if known is not None and known.status in _OPEN else "unknown_order"
         return AmendResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason=reason)
 
     async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
@@ -205,7 +225,7 @@ class BacktestExecutor:
         return resting.result() if resting is not None else None
 
     def open_orders(self) -> int:
-        return len(self._open)
+        return sum(len(orders) for orders in self._open.values())
 
     async def flush(self) -> None:
         return None

@@ -54,6 +54,8 @@ class MarketView:
 
     _times: dict[str, list[int]] = field(default_factory=dict)
     _quotes: dict[str, list[Quote]] = field(default_factory=dict)
+    # Every snapshot's (time, symbol) in time order: which symbols moved in a window of time.
+    _timeline: list[tuple[int, str]] = field(default_factory=list)
 
     @classmethod
     def from_snapshots(
@@ -67,6 +69,7 @@ class MarketView:
         # Market time: sort by event time (then arrival order, which sorted() keeps for ties).
         for snap in sorted(snapshots, key=lambda s: s.event_time_ms):
             by_symbol.setdefault(snap.symbol, []).append(snap)
+        view._timeline = sorted((s.event_time_ms, s.symbol) for snaps in by_symbol.values() for s in snaps)
         for symbol, snaps in sorted(by_symbol.items()):
             trades = [(s.event_time_ms, s.last_px) for s in snaps if s.last_px is not None]
             directions = iter(tick_rule(trades, max_carry, max_carry_ms))
@@ -101,3 +104,11 @@ class MarketView:
         first = bisect.bisect_right(times, after_ms)
         last = len(times) if until_ms is None else bisect.bisect_right(times, until_ms)
         return self._quotes[symbol][first:last]
+
+    def symbols_between(self, after_ms: int, until_ms: int) -> set[str]:
+        """The symbols with a snapshot in `after_ms < event_time_ms <= until_ms`."""
+        # (t, "") sorts before every (t, symbol) and (t, "\uffff") after: bisect on time alone.
+        first = bisect.bisect_right(self._timeline, (after_ms, "\uffff"))
+        last = bisect.bisect_right(self._timeline, (until_ms, "\uffff"))
+        return {symbol for _, symbol in self._timeline[first:last]}
+
