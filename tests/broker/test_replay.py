@@ -1,16 +1,20 @@
-"""Deterministic replay: byte-identical output across runs, file vs topic, 1 vs 4 partitions."""
+"""Deterministic replay: byte-identical output across runs, file vs topic, 1 vs 4 partitions, Avro vs
+JSONL; and the same events as a live consumer group of two workers."""
 
 from __future__ import annotations
 
 import io
+import re
+import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import orjson
 
 from examples.gen_decisions import decisions
 from tests.broker.conftest import TopicsFactory
-from tests.broker.helpers import ROOT, cli, produce, read_records
+from tests.broker.helpers import ROOT, cli, eventually, produce, read_records, spawn_worker
 from worker.io.kafka import KafkaConfig
 
 
@@ -91,3 +95,65 @@ async def test_replay_of_an_avro_file_to_a_topic_streams_the_same_events_as_the_
     for symbol in {r["symbol"] for r in rows}:
         marker = f'"symbol":"{symbol}"'.encode()
         assert [v for v in published if marker in v] == [line for line in lines if marker in line]
+
+
+def without_source(line: bytes) -> bytes:
+    event = orjson.loads(line)
+    del event["source"]  # where the input was read: the only field that differs by construction
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+
+
+async def group_members(kafka: KafkaConfig, group: str) -> tuple[str, int]:
+    """(state, member count) of a consumer group, from DescribeGroups."""
+    async with kafka.admin_session() as admin:
+        (response,) = await admin.describe_consumer_groups([group])
+    _, _, state, _, _, members, *_ = response.groups[0]
+    return state, len(members)
+
+
+async def test_a_group_of_two_live_workers_emits_exactly_the_replays_events(
+    kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path
+) -> None:
+    # Backtest and live differ only in the shell: two worker processes sharing four partitions
+    # commit the same exec-events as a one-process replay of the same file, event for event.
+    values = [orjson.dumps(d) for d in decisions(1_000, seed=54)]
+    sample = tmp_path / "decisions.jsonl"
+    sample.write_bytes(b"\n".join(values) + b"\n")
+    topics = await topics_factory(partitions=4)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    workers = [spawn_worker(topics, kafka, group, tmp_path / f"outbox-{n}", "--max-batch", "50") for n in range(2)]
+    try:
+        # Both members hold partitions before any input exists, so both do part of the work.
+        await eventually(lambda: _stable_with(kafka, group, 2), timeout_s=90, what="a group of two")
+        await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in values])
+        await eventually(
+            lambda: _events_at_least(kafka, topics.name("exec_events"), len(values)), timeout_s=120, what="events"
+        )
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+    outputs = [worker.communicate(timeout=60) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    handled = [input_messages(out) for out, _ in outputs]
+    assert all(count > 0 for count in handled) and sum(handled) == len(values)
+
+    live = [value for _, _, value in await read_records(kafka, topics.name("exec_events"))]
+    replay("--from-file", str(sample), "--out", str(tmp_path / "replay"))
+    replayed = [line for path in tree(tmp_path / "replay").values() for line in path.splitlines()]
+    assert len(live) == len(replayed) == len(values)
+    assert sorted(map(without_source, live)) == sorted(map(without_source, replayed))
+
+
+def input_messages(summary: bytes) -> int:
+    """The `input messages` count of a worker's run summary."""
+    match = re.search(rb"input messages\s+(\d+)", summary)
+    assert match is not None, summary[-2000:]
+    return int(match.group(1))
+
+
+async def _stable_with(kafka: KafkaConfig, group: str, members: int) -> bool:
+    return await group_members(kafka, group) == ("Stable", members)
+
+
+async def _events_at_least(kafka: KafkaConfig, topic: str, count: int) -> bool:
+    return len(await read_records(kafka, topic)) >= count
