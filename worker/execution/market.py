@@ -111,4 +111,3 @@ class MarketView:
         first = bisect.bisect_right(self._timeline, (after_ms, "\uffff"))
         last = bisect.bisect_right(self._timeline, (until_ms, "\uffff"))
         return {symbol for _, symbol in self._timeline[first:last]}
-
