@@ -10,7 +10,6 @@ final status, and for orders filled in both the fill-price difference in ticks (
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -35,7 +34,7 @@ from worker.io.outbox import OutboxLine
 from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
 from worker.reporting.summary import latest_by_order
-from worker.runtime.replay import canonical_order, replay
+from worker.runtime.replay import canonical_order, list_sink, replay
 from worker.runtime.summary import percentile
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
@@ -68,12 +67,8 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     # The backtest: a replay with zero latency, so that every order meets the market exactly at
     # its decision's event time; resting orders fill from the snapshots that follow.
     lines: list[OutboxLine] = []
-
-    async def collect(chunk: Sequence[OutboxLine]) -> None:
-        lines.extend(chunk)
-
     backtest = ExecutionEngine(BacktestExecutor(Rng(0), LatencyModel(0, 0), QuoteFill(), view))
-    await replay(backtest, values, [collect])
+    await replay(backtest, values, [list_sink(lines)])
     expected = latest_by_order(ExecEvent.model_validate_json(line.payload) for line in lines)
 
     # The venue: the same market timeline pinned into the sandbox snapshot by snapshot (each pin

@@ -30,16 +30,30 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "ready").rglob("*.jsonl"))}
 
 
+def outbox_lines(root: Path) -> list[bytes]:
+    """Every line of an outbox, file by file in path order (per symbol, in time order)."""
+    return [line for content in tree(root).values() for line in content.splitlines()]
+
+
+def write_sample(path: Path, values: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(values) + b"\n")
+    return path
+
+
+def by_symbol(values: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs keyed by symbol, as upstream producers key decisions."""
+    return [(orjson.loads(v)["symbol"].encode(), v) for v in values]
+
+
 async def test_replay_digest_is_the_same_for_file_and_topics_of_any_partition_count(
     kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path
 ) -> None:
     values = [orjson.dumps(d) for d in decisions(1_200, seed=51)]
-    sample = tmp_path / "decisions.jsonl"
-    sample.write_bytes(b"\n".join(values) + b"\n")
+    sample = write_sample(tmp_path / "decisions.jsonl", values)
     one = await topics_factory(partitions=1)
     four = await topics_factory(partitions=4)
     for topics in (one, four):
-        await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in values])
+        await produce(kafka, topics.name("decisions"), by_symbol(values))
 
     file_a, out = replay("--from-file", str(sample), "--out", str(tmp_path / "a"))
     file_b, _ = replay("--from-file", str(sample), "--out", str(tmp_path / "b"))
@@ -72,8 +86,7 @@ async def test_replay_of_an_avro_file_to_a_topic_streams_the_same_events_as_the_
     import fastavro
 
     rows = list(decisions(900, seed=53))
-    jsonl = tmp_path / "decisions.jsonl"
-    jsonl.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    jsonl = write_sample(tmp_path / "decisions.jsonl", [orjson.dumps(r) for r in rows])
     avro = tmp_path / "decisions.avro"
     schema = fastavro.parse_schema(orjson.loads((ROOT / "schemas/risk_contract/v1/decision.avsc").read_bytes()))
     optional = {"action": "NEW", "target_client_order_id": None, "new_px": None, "new_qty": None}
@@ -89,7 +102,7 @@ async def test_replay_of_an_avro_file_to_a_topic_streams_the_same_events_as_the_
 
     assert from_avro == from_json
     published = [value for _, _, value in await read_records(kafka, target)]
-    lines = [line for path in tree(tmp_path / "a").values() for line in path.splitlines()]
+    lines = outbox_lines(tmp_path / "a")
     assert f"-> {len(lines)} exec-events" in out and len(published) == len(lines) > 900 * 0.9
     # Keyed by symbol: each symbol's events arrive in the same (canonical) order as in the outbox.
     for symbol in {r["symbol"] for r in rows}:
@@ -117,15 +130,14 @@ async def test_a_group_of_two_live_workers_emits_exactly_the_replays_events(
     # Backtest and live differ only in the shell: two worker processes sharing four partitions
     # commit the same exec-events as a one-process replay of the same file, event for event.
     values = [orjson.dumps(d) for d in decisions(1_000, seed=54)]
-    sample = tmp_path / "decisions.jsonl"
-    sample.write_bytes(b"\n".join(values) + b"\n")
+    sample = write_sample(tmp_path / "decisions.jsonl", values)
     topics = await topics_factory(partitions=4)
     group = f"g-{uuid.uuid4().hex[:8]}"
     workers = [spawn_worker(topics, kafka, group, tmp_path / f"outbox-{n}", "--max-batch", "50") for n in range(2)]
     try:
         # Both members hold partitions before any input exists, so both do part of the work.
         await eventually(lambda: _stable_with(kafka, group, 2), timeout_s=90, what="a group of two")
-        await produce(kafka, topics.name("decisions"), [(orjson.loads(v)["symbol"].encode(), v) for v in values])
+        await produce(kafka, topics.name("decisions"), by_symbol(values))
         await eventually(
             lambda: _events_at_least(kafka, topics.name("exec_events"), len(values)), timeout_s=120, what="events"
         )
@@ -139,7 +151,7 @@ async def test_a_group_of_two_live_workers_emits_exactly_the_replays_events(
 
     live = [value for _, _, value in await read_records(kafka, topics.name("exec_events"))]
     replay("--from-file", str(sample), "--out", str(tmp_path / "replay"))
-    replayed = [line for path in tree(tmp_path / "replay").values() for line in path.splitlines()]
+    replayed = outbox_lines(tmp_path / "replay")
     assert len(live) == len(replayed) == len(values)
     assert sorted(map(without_source, live)) == sorted(map(without_source, replayed))
 

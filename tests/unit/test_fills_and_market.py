@@ -1,4 +1,3 @@
-from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -109,7 +108,7 @@ async def test_replay_with_market_data_is_deterministic_and_uses_the_quotes(tmp_
     import orjson
 
     from examples.gen_decisions import decisions, market_snapshots
-    from worker.runtime.replay import replay
+    from worker.runtime.replay import list_sink, replay
 
     rows = list(decisions(800, seed=81))
     view = MarketView.from_snapshots(MarketSnapshot.model_validate(s) for s in market_snapshots(rows, 81))
@@ -119,11 +118,7 @@ async def test_replay_with_market_data_is_deterministic_and_uses_the_quotes(tmp_
         return ExecutionEngine(BacktestExecutor(Rng(2), fills=QuoteFill(), market=view))
 
     lines: list[OutboxLine] = []
-
-    async def collect(chunk: Sequence[OutboxLine]) -> None:
-        lines.extend(chunk)
-
-    first, second = await replay(engine(), values, [collect]), await replay(engine(), values)
+    first, second = await replay(engine(), values, [list_sink(lines)]), await replay(engine(), values)
     assert first.digest == second.digest
     events = [ExecEvent.model_validate_json(line.payload) for line in lines]
     statuses = {e.status for e in events}

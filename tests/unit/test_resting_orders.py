@@ -21,7 +21,7 @@ from worker.execution.market import MarketView
 from worker.io.outbox import OutboxLine
 from worker.policy.rng import Rng
 from worker.reporting.summary import build_report
-from worker.runtime.replay import replay
+from worker.runtime.replay import list_sink, replay
 
 D = Decimal
 T0 = 1_767_225_600_000  # the factory decision's event time
@@ -56,11 +56,7 @@ async def run(
     market = MarketView.from_snapshots(snapshots, max_carry=max_carry, max_carry_ms=5_000)
     executor = BacktestExecutor(Rng(0), latency=FIXED_LATENCY, fills=fills or QuoteFill(), market=market)
     lines: list[OutboxLine] = []
-
-    async def collect(chunk: Sequence[OutboxLine]) -> None:
-        lines.extend(chunk)
-
-    result = await replay(ExecutionEngine(executor), values, [collect])
+    result = await replay(ExecutionEngine(executor), values, [list_sink(lines)])
     return [ExecEvent.model_validate_json(line.payload) for line in lines], result
 
 

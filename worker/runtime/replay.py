@@ -63,6 +63,15 @@ def outbox_sink(outbox: Outbox) -> ReplaySink:
     return write
 
 
+def list_sink(lines: list[OutboxLine]) -> ReplaySink:
+    """Appends a replay's lines to `lines` (for callers that inspect the events themselves)."""
+
+    async def write(chunk: Sequence[OutboxLine]) -> None:
+        lines.extend(chunk)
+
+    return write
+
+
 def canonical_order(values: Iterable[bytes]) -> tuple[list[Decision], Counter[str]]:
     """Decodes input (in per-symbol order) and sorts it canonically; bad input is counted."""
     decoded: list[tuple[int, str, int, Decision]] = []
