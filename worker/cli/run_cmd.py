@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from worker.execution.backtest import BacktestExecutor
 from worker.execution.binance.client import BinanceClient, VenueCredentials
 from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine
-from worker.policy.clock import WallClock
+from worker.io.partitioner import Partitioner
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.runtime.settings import WorkerSettings
-from worker.runtime.worker import ExecWorker
+from worker.runtime.worker import ExecWorker, TakeoverFailed
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
@@ -40,7 +41,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--transactional-prefix", help="transactional id prefix (default: the group)")
     run.add_argument("--instance-id", help="static group membership id (one per replica; optional)")
     run.add_argument("--session-timeout-ms", type=int, default=10_000, help="group session timeout")
-    run.add_argument("--resend-after-ms", type=int, default=7_000, help="resend a lost in-flight order after")
+    run.add_argument(
+        "--recv-window-ms",
+        type=int,
+        default=5_000,
+        help="recvWindow of every order request; an unknown outcome is resolved after it expires",
+    )
+    run.add_argument(
+        "--input-partitioner",
+        choices=[p.value for p in Partitioner],
+        default=Partitioner.MURMUR2.value,
+        help="how producers key inputs to partitions (murmur2 = Kafka default, crc32 = librdkafka's "
+        "consistent); a misrouted input goes to the DLQ; off = trust the producers",
+    )
     run.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="outbox root directory")
     run.add_argument(
         "--executor",
@@ -100,7 +113,8 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             reconcile_interval_ms=args.reconcile_interval_ms,
             group_instance_id=args.instance_id,
             session_timeout_ms=args.session_timeout_ms,
-            resend_after_ms=args.resend_after_ms,
+            recv_window_ms=args.recv_window_ms,
+            partitioner=Partitioner(args.input_partitioner),
         )
     except ValidationError as exc:
         raise UsageError(f"invalid option: {exc}") from None
@@ -129,14 +143,20 @@ def executor_from(args: argparse.Namespace, settings: WorkerSettings) -> IExecut
     url = args.venue_url or (DEFAULT_SANDBOX_URL if settings.executor is ExecutorKind.SANDBOX else None)
     if not url:
         raise UsageError("--executor binance needs --venue-url (e.g. the Binance spot testnet's REST URL)")
-    client = BinanceClient(url, credentials_from_env(settings.executor), timeout_s=args.venue_timeout_s)
-    return BinanceExecutor(client, WallClock(), venue_name=settings.executor.value)
+    client = BinanceClient(
+        url,
+        credentials_from_env(settings.executor),
+        timeout_s=args.venue_timeout_s,
+        recv_window_ms=settings.recv_window_ms,
+    )
+    return BinanceExecutor(client, venue_name=settings.executor.value)
 
 
 def engine_from(args: argparse.Namespace, settings: WorkerSettings) -> ExecutionEngine:
     executor = executor_from(args, settings)
-    # Live venues stamp intents with wall-clock time; backtests never read the wall clock.
-    return ExecutionEngine(executor, clock=WallClock() if executor.requires_intent else None, policy=policy_from(args))
+    # Live venues stamp intents with the venue's clock (measured); backtests read no clock.
+    clock = executor.clock if isinstance(executor, BinanceExecutor) else None
+    return ExecutionEngine(executor, clock=clock, policy=policy_from(args))
 
 
 def policy_from(args: argparse.Namespace) -> PreTradePolicy:
@@ -169,7 +189,11 @@ async def run_worker(args: argparse.Namespace) -> int:
             ) from None
         metrics_url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     started = time.monotonic()
-    summary = await worker.run()
+    try:
+        summary = await worker.run()
+    except TakeoverFailed as exc:
+        print(f"execworker run: {exc}; exiting so that a supervisor restarts the worker", file=sys.stderr)
+        return 3
     elapsed = time.monotonic() - started
     print(summary.render(elapsed, str(settings.outbox_dir), metrics_url))
     return 0

@@ -14,6 +14,7 @@ class ErrorClass(StrEnum):
     UNKNOWN_SCHEMA = "unknown_schema"  # Avro schema id the registry does not know
     INTERNAL = "internal"  # the worker failed on this message (a bug): kept, with the error, for redrive
     CONFIG = "config"  # valid, but this worker is not configured to act on it (redrive once it is)
+    MISROUTED = "misrouted"  # on a partition its symbol does not map to: another partition owns it
 
 
 class DecodeError(Exception):

@@ -31,7 +31,8 @@ class OrderStatus(StrEnum):
     """Where an order is in its life; see `worker.contract.state_machine` for the transitions."""
 
     PENDING_NEW = "PENDING_NEW"  # built locally, not yet sent
-    SUBMITTED = "SUBMITTED"  # sent, no answer yet (outcome unknown until acked or queried)
+    SUBMITTED = "SUBMITTED"  # an intent: committed with its request's expiry, then sent
+    UNKNOWN = "UNKNOWN"  # sent, no usable answer: resolved by a query once every copy has expired
     ACCEPTED = "ACCEPTED"  # acknowledged by the venue, resting
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     PENDING_CANCEL = "PENDING_CANCEL"

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contract.enums import OrderStatus, Side
+from worker.contract.enums import OrderStatus, OrderType, Side, TimeInForce
 from worker.contract.orders import SourceRef
 from worker.contract.types import DecimalStr, NonNegativeDecimal, PositiveDecimal, Symbol
 
 # Field order is the wire order: exec-events are serialised canonically (declared order, no
 # whitespace) so that a replay can be compared byte for byte. Never reorder; only append.
 _OUTBOUND = ConfigDict(frozen=True, extra="forbid")
+
+
+def _absent(value: object) -> bool:
+    """Optional fields added after v1 shipped are left out of the JSON when unset."""
+    return value is None
 
 
 class ExecEvent(BaseModel):
@@ -44,6 +49,21 @@ class ExecEvent(BaseModel):
     mode: str = Field(description="Strategy mode in force.")
     scenario: str = Field(description="Scenario parameters in force.")
     source: SourceRef = Field(description="Input message coordinates.")
+    # The venue request of an intent (SUBMITTED, PENDING_CANCEL), fixed before it is sent: every
+    # copy of it expires at sent_ts_ms + recv_window_ms on the venue's clock. Absent from events
+    # that record no request (backtests), so their bytes and replay digests do not change.
+    recv_window_ms: int | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="recvWindow of this intent's request (ms): it expires at sent_ts_ms + recv_window_ms.",
+    )
+    attempt: int | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Which intent of the order this is: 1 = first send, 2 = the first resend, ...",
+    )
+    order_type: OrderType | None = Field(default=None, exclude_if=_absent, description="LIMIT or MARKET, on intents.")
+    tif: TimeInForce | None = Field(default=None, exclude_if=_absent, description="Time in force, on intents.")
 
 
 class Header(BaseModel):
@@ -56,7 +76,12 @@ class Header(BaseModel):
 
 
 class DlqRecord(BaseModel):
-    """A message the worker could not use, kept whole with where it came from and why."""
+    """A message the worker could not use, with where it came from and why.
+
+    Kept whole up to a size the DLQ topic accepts; a larger value is cut (value_b64 holds its
+    first bytes) and identified by value_size and value_sha256, so it is never lost silently and
+    never blocks the partition behind it.
+    """
 
     model_config = _OUTBOUND
 
@@ -67,3 +92,13 @@ class DlqRecord(BaseModel):
     value_b64: str | None = Field(description="Original value bytes, base64.")
     headers: list[Header] = Field(description="Original headers, in order.")
     timestamp_ms: int = Field(description="Kafka timestamp of the original message.")
+    value_size: int | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Size of the original value in bytes, when value_b64 holds only its first part.",
+    )
+    value_sha256: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="SHA-256 (hex) of the whole original value, when value_b64 holds only its first part.",
+    )

@@ -57,6 +57,10 @@ class OrderCtx(BaseModel):
     scenario: Label = Field(description="Scenario parameters in force.")
     mode: Label = Field(description="Strategy mode in force when the order was built.")
     source: SourceRef = Field(description="Input message coordinates.")
+    # The venue request, fixed by the committed intent (live only; None in backtests).
+    sent_ts_ms: int | None = Field(default=None, description="The request's timestamp (venue clock, ms).")
+    recv_window_ms: int | None = Field(default=None, description="The request's recvWindow (ms).")
+    attempt: int = Field(default=1, ge=1, description="Which intent of this order the request belongs to.")
 
 
 class ExecResult(BaseModel):

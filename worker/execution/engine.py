@@ -4,11 +4,18 @@ decision -> round to the venue grid -> derive the client order id -> idempotency
 pre-trade gates -> executor -> exec-event, folded into the partition's `OrderBook`.
 Everything but the executor call is pure; the executor is the only thing that differs between a
 backtest and live trading.
+
+With a venue (`executor.requires_intent`), every request that can change an order is first an
+intent event, committed before it is sent: SUBMITTED (with the request's timestamp and
+recvWindow, so its copies expire at a known venue time) and PENDING_CANCEL. What happens after a
+send whose outcome is unknown is decided here too (`resolve_in_flight`): nothing until every copy
+has expired, then the venue's answer, a resend as a new intent, or giving up (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -29,12 +36,17 @@ from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rounding import PriceRounding, RoundingError, align_order
 
 _ZERO = Decimal(0)
+# Binance's default recvWindow; a venue executor may set its own (`recv_window_ms`).
+DEFAULT_RECV_WINDOW_MS = 5_000
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     rounding: PriceRounding = PriceRounding.PASSIVE
+    # Intents per order: the first send and at most two resends, each only after the venue
+    # confirmed (after every copy expired) that it does not have the order.
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +59,11 @@ class CommandResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Reconciled:
+class Resolution:
+    """What an in-flight order's query led to: news, and possibly a new intent to send."""
+
     events: tuple[ExecEvent, ...] = ()
-    missing: bool = False  # the venue has no order with this id
+    resend: OrderCtx | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +111,7 @@ class ExecutionEngine:
         to be committed before `send` (see docs/architecture.md).
         """
         if decision.action is not Action.NEW:
-            return self._prepare_change(book, decision)
+            return self._prepare_change(book, decision, source)
         try:
             rounded = align_order(
                 decision.side,
@@ -157,38 +171,62 @@ class ExecutionEngine:
         )
         if not self.executor.requires_intent:
             return Prepared(order=order)
-        now = self.clock.now_ms() if self.clock is not None else None
-        intent = trusted(ExecResult, status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=now)
-        return Prepared(events=self._emit(book, self._sent(book, order, intent)), order=order)
+        order = self._stamped(order, attempt=1)
+        intent = trusted(ExecResult, status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=order.sent_ts_ms)
+        return Prepared(events=self._emit(book, self._intent(self._sent(book, order, intent), order)), order=order)
+
+    def _stamped(self, order: OrderCtx, attempt: int) -> OrderCtx:
+        """The order with its request fixed: timestamp (venue clock) and recvWindow."""
+        assert self.clock is not None, "a venue executor needs the venue's clock to stamp intents"
+        window = getattr(self.executor, "recv_window_ms", None) or DEFAULT_RECV_WINDOW_MS
+        request = {"sent_ts_ms": self.clock.now_ms(), "recv_window_ms": window, "attempt": attempt}
+        return order.model_copy(update=request)
+
+    @staticmethod
+    def _intent(event: ExecEvent, order: OrderCtx) -> ExecEvent:
+        """An intent event records the whole request, so that it can be resent from the event."""
+        request = {
+            "recv_window_ms": order.recv_window_ms,
+            "attempt": order.attempt,
+            "order_type": order.order_type,
+            "tif": order.tif,
+        }
+        return event.model_copy(update=request)
 
     async def send(self, book: OrderBook, prepared: Prepared) -> CommandResult:
         """The effectful phase: hand the order (or change) to the executor, record its answer."""
         if prepared.order is not None:
             order = prepared.order
             result = await self.executor.submit(order)
-            record = book.get(order.client_order_id)
-            if result.status is OrderStatus.SUBMITTED and record is not None and record.status is result.status:
-                return CommandResult(dropped="unknown_outcome")  # the intent stands; reconcile later
-            return CommandResult(self._emit(book, self._sent(book, order, result)))
+            if not self.executor.requires_intent:
+                return CommandResult(self._emit(book, self._sent(book, order, result)))
+            return CommandResult(self.answer(book, order.client_order_id, result))
         if prepared.change is not None:
             return await self._send_change(book, prepared.change)
         return CommandResult(dropped=prepared.dropped)
 
-    async def reconcile(self, book: OrderBook, client_order_id: str) -> Reconciled:
-        """Asks the venue about an order that is not finished here; records any news.
-
-        An order the venue does not have is reported as `missing` and left as it is: the caller
-        decides whether it may be sent again (see `resend`) or must be given up (`give_up`).
-        """
+    def answer(self, book: OrderBook, client_order_id: str, result: ExecResult) -> tuple[ExecEvent, ...]:
+        """Records a venue's answer to an intent (or UNKNOWN when there was none)."""
         record = book.get(client_order_id)
         if record is None or is_terminal(record.status):
-            return Reconciled()
-        venue = await self.executor.query(client_order_id, record.last.symbol)
-        if venue is None:
-            if record.status is not OrderStatus.SUBMITTED:
-                log.error("order %s is %s here but unknown to the venue", client_order_id, record.status)
-            return Reconciled(missing=True)
-        return Reconciled(self.observe(book, client_order_id, venue))
+            return ()
+        if result.status is OrderStatus.UNKNOWN and record.status is not OrderStatus.SUBMITTED:
+            return ()  # already unknown, or a cancel is pending: nothing new to say
+        sent = record.last.sent_ts_ms
+        ack = result.ack_ts_ms
+        update: dict[str, object] = {
+            "status": result.status,
+            "reason": result.reason,
+            "exchange_order_id": result.exchange_order_id,
+            "px_fill": result.px_fill,
+            "qty_filled": result.qty_filled,
+            "ack_ts_ms": ack,
+            "latency_ms": ack - sent if ack is not None and sent is not None else None,
+            "slippage_bps": slippage_bps(record.last.side, record.last.px_intent, result.px_fill),
+        }
+        if result.px_sent is not None:
+            update["px_sent"] = result.px_sent
+        return self._follow_up(book, client_order_id, update)
 
     def observe(self, book: OrderBook, client_order_id: str, venue: ExecResult) -> tuple[ExecEvent, ...]:
         """Records what the venue says of an order it holds (a fill, an expiry), if it is news.
@@ -200,10 +238,14 @@ class ExecutionEngine:
         if record is None or is_terminal(record.status):
             return ()
         last = record.last
-        if venue.status is record.status and venue.qty_filled == last.qty_filled:
+        status = venue.status
+        if status is OrderStatus.ACCEPTED and record.status is OrderStatus.PENDING_CANCEL:
+            status = record.status  # still resting while our cancel is pending: no news
+        unchanged = status is record.status and venue.qty_filled == last.qty_filled
+        if status is OrderStatus.UNKNOWN or (unchanged and record.venue_confirmed):
             return ()
         update: dict[str, object] = {
-            "status": venue.status,
+            "status": status,
             "reason": venue.reason,
             "exchange_order_id": venue.exchange_order_id,
             "px_fill": venue.px_fill,
@@ -211,38 +253,63 @@ class ExecutionEngine:
             "ack_ts_ms": venue.ack_ts_ms,
             "slippage_bps": slippage_bps(last.side, last.px_intent, venue.px_fill),
         }
+        if self.executor.requires_intent:
+            sent, ack = last.sent_ts_ms, venue.ack_ts_ms
+            update["latency_ms"] = ack - sent if ack is not None and sent is not None else None
         return self._follow_up(book, client_order_id, update)
 
-    async def resend(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
-        """Sends an in-flight order again, rebuilt from its source decision.
+    def resolve_in_flight(self, book: OrderBook, client_order_id: str, venue: ExecResult | None) -> Resolution:
+        """An in-flight order after every copy of its request expired, given the venue's answer.
 
-        Only for an order the venue has confirmed it does not have, once any request sent before
-        a crash can no longer be accepted (the venue's recvWindow has passed).
+        The caller queries only once `record.expires_ms` has certainly passed on the venue's
+        clock: from then on no copy of any earlier request can be accepted, so "the venue does
+        not have it" is final. Then: the venue's state if it has the order; CANCELED if a cancel
+        was asked for meanwhile; else a resend as a new intent (new timestamp, attempt + 1), at
+        most `max_attempts` intents in all; else REJECTED.
         """
-        rebuilt = self.prepare(OrderBook(), decision, source)
-        record = book.get(rebuilt.order.client_order_id) if rebuilt.order is not None else None
-        if rebuilt.order is None or record is None or record.status is not OrderStatus.SUBMITTED:
-            return CommandResult(dropped="resend_source_mismatch")
-        result = await self.executor.submit(rebuilt.order)
-        if result.status is OrderStatus.SUBMITTED:
-            return CommandResult(dropped="unknown_outcome")
-        return CommandResult(self._emit(book, self._sent(book, rebuilt.order, result)))
+        record = book.get(client_order_id)
+        if record is None or not record.in_flight:
+            return Resolution()
+        if venue is not None:
+            return Resolution(self.observe(book, client_order_id, venue))
+        if record.cancel_requested:
+            ended = {"status": OrderStatus.CANCELED, "reason": "canceled_before_venue"}
+            return Resolution(self._follow_up(book, client_order_id, ended))
+        if record.attempt >= self.config.max_attempts:
+            reason = f"not_at_venue_after_{record.attempt}_attempts"
+            gone = {"status": OrderStatus.REJECTED, "reason": reason}
+            return Resolution(self._follow_up(book, client_order_id, gone))
+        order = self._stamped(_order_from_intent(record.last), attempt=record.attempt + 1)
+        update: dict[str, object] = {
+            "status": OrderStatus.SUBMITTED,
+            "reason": "resend",
+            "exchange_order_id": None,
+            "px_fill": None,
+            "qty_filled": _ZERO,
+            "slippage_bps": None,
+            "sent_ts_ms": order.sent_ts_ms,
+            "ack_ts_ms": None,
+            "latency_ms": None,
+            "recv_window_ms": order.recv_window_ms,
+            "attempt": order.attempt,
+        }
+        return Resolution(self._follow_up(book, client_order_id, update), order)
 
     def give_up(self, book: OrderBook, client_order_id: str, reason: str) -> tuple[ExecEvent, ...]:
         """Ends an in-flight order that cannot be sent again (its source is gone)."""
         return self._follow_up(book, client_order_id, {"status": OrderStatus.REJECTED, "reason": reason})
 
-    def _follow_up(self, book: OrderBook, client_order_id: str, update: dict[str, object]) -> tuple[ExecEvent, ...]:
+    def _follow_up(self, book: OrderBook, client_order_id: str, update: Mapping[str, object]) -> tuple[ExecEvent, ...]:
         record = book.get(client_order_id)
         assert record is not None
-        update["event_id"] = event_id(client_order_id, record.events + 1)
+        update = {**update, "event_id": event_id(client_order_id, record.events + 1)}
         try:
             return self._emit(book, record.last.model_copy(update=update))
         except IllegalTransition as exc:
             log.error("order %s: %s; venue state not applied", client_order_id, exc)
             return ()
 
-    def _prepare_change(self, book: OrderBook, decision: Decision) -> Prepared:
+    def _prepare_change(self, book: OrderBook, decision: Decision, source: SourceRef) -> Prepared:
         target = decision.target_client_order_id
         assert target is not None  # the Decision validator guarantees it for CANCEL/AMEND
         record = book.get(target)
@@ -250,11 +317,52 @@ class ExecutionEngine:
             return Prepared(dropped="unknown_target")
         if is_terminal(record.status):
             return Prepared(dropped="target_terminal")
+        if not self.executor.requires_intent:
+            return Prepared(change=decision)
+        if decision.action is Action.AMEND and not getattr(self.executor, "supports_amend", False):
+            # Refused with an event, never silently: the order itself goes on unchanged.
+            note = {"reason": "amend_refused:amend_unsupported", "event_ts_ms": decision.event_ts_ms}
+            return Prepared(events=self._follow_up(book, target, {"status": record.status, **note}))
+        if decision.action is Action.CANCEL:
+            if record.cancel_requested:
+                return Prepared(dropped="cancel_pending")
+            # The cancel is a committed intent: a crash before the DELETE, or a DELETE that gets
+            # no answer, is retried by reconciliation until the venue confirms or the order ends.
+            intent = {
+                "status": OrderStatus.PENDING_CANCEL,
+                "reason": "cancel_requested",
+                "event_ts_ms": decision.event_ts_ms,
+            }
+            return Prepared(events=self._follow_up(book, target, intent), change=decision)
         return Prepared(change=decision)
+
+    async def cancel(self, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
+        """Sends the cancel of a live order with a committed cancel intent; records the answer.
+
+        CANCELED ends it; a refusal is recorded with the venue's reason (the order's own final
+        state follows from reconciliation); no answer leaves the intent pending, to be retried.
+        """
+        record = book.get(client_order_id)
+        if record is None or is_terminal(record.status) or not record.cancel_requested:
+            return ()
+        result = await self.executor.cancel(client_order_id, record.last.symbol)  # type: ignore[call-arg]
+        if result.status is OrderStatus.CANCELED:
+            done = {"status": OrderStatus.CANCELED, "reason": "canceled", "ack_ts_ms": result.ack_ts_ms}
+            return self._follow_up(book, client_order_id, done)
+        if result.status is OrderStatus.REJECTED and record.status is OrderStatus.PENDING_CANCEL:
+            refused: dict[str, object] = {
+                "status": OrderStatus.PENDING_CANCEL,
+                "reason": f"cancel_refused:{result.reason}",
+                "ack_ts_ms": result.ack_ts_ms,
+            }
+            return self._follow_up(book, client_order_id, refused)
+        return ()
 
     async def _send_change(self, book: OrderBook, decision: Decision) -> CommandResult:
         target = decision.target_client_order_id
         assert target is not None
+        if self.executor.requires_intent and decision.action is Action.CANCEL:
+            return CommandResult(await self.cancel(book, target))
         record = book.get(target)
         if record is None or is_terminal(record.status):
             return CommandResult(dropped="target_terminal")
@@ -355,3 +463,40 @@ class ExecutionEngine:
             scenario=order.scenario,
             source=order.source,
         )
+
+
+def _order_from_intent(intent: ExecEvent) -> OrderCtx:
+    """The order an intent event describes, for a resend: every field a venue request needs.
+
+    The grid and cost fields are not part of the event (and not part of a request); a resend is
+    never rounded or gated again, so they are unused and left at their neutral values.
+    """
+    assert intent.order_type is not None and intent.tif is not None, "an intent records its request"
+    return trusted(
+        OrderCtx,
+        client_order_id=intent.client_order_id,
+        signal_row_id=intent.signal_row_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        order_type=intent.order_type,
+        tif=intent.tif,
+        qty=intent.qty,
+        px=intent.px_sent,
+        px_intent=intent.px_intent,
+        qty_intent=intent.qty,
+        rounding_applied=intent.rounding_applied,
+        rounding_diff=intent.rounding_diff,
+        tick_size=_UNRECORDED,
+        step_size=_UNRECORDED,
+        min_notional=_ZERO,
+        costs_bps=_ZERO,
+        ts_ms=intent.event_ts_ms,
+        event_ts_ms=intent.event_ts_ms,
+        regime="",
+        scenario=intent.scenario,
+        mode=intent.mode,
+        source=intent.source,
+    )
+
+
+_UNRECORDED = Decimal(1)

@@ -1,4 +1,4 @@
-"""Per-partition order state: a fold over the partition's own exec-events, with staging.
+"""Per-partition order table: a fold over the partition's own exec-events, with staging.
 
 Changes made while a batch is processed are staged and become visible to later batches only
 when the batch's Kafka transaction commits (`commit`); an aborted batch is dropped (`rollback`),
@@ -14,6 +14,8 @@ from worker.contract.events import ExecEvent
 from worker.contract.state_machine import TRANSITIONS, check_transition, is_terminal
 
 _S = OrderStatus
+# Statuses only the venue can report: an order that reached one is known to the venue.
+_VENUE_CONFIRMED = frozenset({_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +23,17 @@ class OrderRecord:
     status: OrderStatus
     events: int  # how many exec-events this order has had; the next event's seq is events + 1
     last: ExecEvent  # the latest event, from which the next one is derived
+    # The latest intent's request (live venues): every copy of it expires at `expires_ms` on the
+    # venue's clock; `attempt` counts intents, so "resend at most N times" holds across restarts.
+    expires_ms: int | None = None
+    attempt: int = 0
+    venue_confirmed: bool = False  # the venue has reported this order (it is not in flight)
+    cancel_requested: bool = False  # a committed cancel intent, until the order is terminal
+
+    @property
+    def in_flight(self) -> bool:
+        """Sent (or about to be), with no word from the venue: resolved only after `expires_ms`."""
+        return not self.venue_confirmed and not is_terminal(self.status) and self.expires_ms is not None
 
 
 class OrderBook:
@@ -47,7 +60,34 @@ class OrderBook:
             record = OrderRecord(event.status, 1, event)
         else:
             check_transition(event.client_order_id, current.status, event.status)
-            record = OrderRecord(event.status, current.events + 1, event)
+            record = OrderRecord(
+                event.status,
+                current.events + 1,
+                event,
+                current.expires_ms,
+                current.attempt,
+                current.venue_confirmed,
+                current.cancel_requested,
+            )
+        if event.status is _S.SUBMITTED and event.recv_window_ms is not None and event.sent_ts_ms is not None:
+            # A new intent: a new request with its own expiry; the venue has not seen it yet.
+            record = OrderRecord(
+                record.status,
+                record.events,
+                event,
+                event.sent_ts_ms + event.recv_window_ms,
+                event.attempt or 1,
+                False,
+                record.cancel_requested,
+            )
+        elif event.status in _VENUE_CONFIRMED or event.exchange_order_id is not None:
+            record = OrderRecord(
+                record.status, record.events, event, record.expires_ms, record.attempt, True, record.cancel_requested
+            )
+        if event.status is _S.PENDING_CANCEL and not record.cancel_requested:
+            record = OrderRecord(
+                record.status, record.events, event, record.expires_ms, record.attempt, record.venue_confirmed, True
+            )
         self._staged[event.client_order_id] = record
         return record
 

@@ -3,16 +3,22 @@ in force for its symbol, the upstream-state gates (with the mode's thresholds), 
 order-rate wall (with the mode's limits, scaled by the adaptive factor).
 
 Stateful but deterministic: every input is the command itself (its `event_ts_ms` is the time),
-so a replay reaches the same verdicts. The wall is per worker process; a mode is tracked per
-symbol so that its switches are ordered by that symbol's own event time.
+so a replay reaches the same verdicts. What the inputs change (the modes per symbol, the rate
+wall's buckets, the adaptive factor) is a `PolicyState` per input partition: the runtime stages
+it with the partition's batch, drops it when the batch's transaction aborts, and rebuilds it from
+the partition's exec-events on takeover, so processing an input again gives the same events. A
+mode is tracked per symbol so that its switches are ordered by that symbol's own event time.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from worker.contract.enums import OrderStatus
+from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, HarvestHealth
 from worker.policy.gating import GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
 from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams
@@ -44,16 +50,36 @@ class Verdict:
     switch: ModeSwitch | None = None
 
 
+# Reasons of the rate wall's own refusals: such an order reached the wall (and spent its refill).
+WALL_REASONS = frozenset({"rate_symbol", "rate_global"})
+
+
+@dataclass
+class PolicyState:
+    """What the inputs of one partition change in the policy; staged and rebuilt with it."""
+
+    symbol_mode: dict[str, str] = field(default_factory=dict)
+    wall: OrderRateWall | None = None
+    factor: float = 1.0  # adaptive scaling of every rate, from upstream gate statistics
+    health_version: int = 0  # the feed-health factors last applied to `wall`
+
+    def copy(self) -> PolicyState:
+        return copy.deepcopy(self)
+
+
 @dataclass
 class PreTradePolicy:
     modes: ModeManager
-    factor: float = 1.0  # adaptive scaling of every rate (gate stats, health)
-    _symbol_mode: dict[str, str] = field(default_factory=dict)
-    _wall: OrderRateWall | None = None
+    state: PolicyState = field(default_factory=PolicyState)  # the partition being processed
     _stale: set[str] = field(default_factory=set)  # symbols whose data feed has stopped
     _health_factor: dict[str, float] = field(default_factory=dict)
+    _health_version: int = 0
     _gates: dict[str, GatePolicy] = field(default_factory=dict)  # per mode, built once
     switches: int = 0
+
+    @property
+    def factor(self) -> float:
+        return self.state.factor
 
     @classmethod
     def default(cls) -> PreTradePolicy:
@@ -63,13 +89,15 @@ class PreTradePolicy:
         now = decision.event_ts_ms
         mode, trigger = self.modes.choose(now)
         switch = None
-        previous = self._symbol_mode.get(decision.symbol)
-        if previous != mode:
-            self._symbol_mode[decision.symbol] = mode
-            if previous is not None:
+        state = self.state
+        previous = state.symbol_mode.get(decision.symbol)
+        if previous != mode or state.wall is None:
+            state.symbol_mode[decision.symbol] = mode
+            if previous is not None and previous != mode:
                 switch = ModeSwitch(previous, mode, trigger, now, decision.symbol)
                 self.switches += 1
             self._configure(self.modes.modes[mode])
+        self._apply_health()
         gates = self._gates.get(mode)
         if gates is None:
             gates = self._gates[mode] = GatePolicy(min_consistency=self.modes.modes[mode].min_consistency)
@@ -77,8 +105,8 @@ class PreTradePolicy:
         if gate.outcome is GateOutcome.PASS and decision.symbol in self._stale:
             gate = GateVerdict(GateOutcome.DENY, "harvest_stale")
         if gate.outcome is GateOutcome.PASS:
-            assert self._wall is not None
-            reason = self._wall.admit(decision.symbol, now)
+            assert state.wall is not None
+            reason = state.wall.admit(decision.symbol, now)
             if reason is not None:
                 gate = GateVerdict(GateOutcome.THROTTLE, reason)
         return Verdict(mode, gate, switch)
@@ -86,10 +114,11 @@ class PreTradePolicy:
     def observe_gate_stats(self, gate_reason_stats: dict[str, int]) -> None:
         """Upstream gate statistics (from each signal) set the adaptive factor of every rate."""
         factor = adaptive_factor(gate_reason_stats, GATE_STATS_WINDOW)
-        if factor != self.factor:
-            self.factor = factor
-            if self._wall is not None:
-                self._wall.configure(self._wall.limits, factor)
+        state = self.state
+        if factor != state.factor:
+            state.factor = factor
+            if state.wall is not None:
+                state.wall.configure(state.wall.limits, factor)
 
     def observe_health(self, health: HarvestHealth) -> None:
         """Harvester health tightens a symbol's order-frequency wall, or halts it when stale.
@@ -105,14 +134,45 @@ class PreTradePolicy:
         loss = (health.dedupe_count + health.drop_count) / max(1, health.window_rows)
         factor = max(HEALTH_FLOOR, 1.0 - HEALTH_SENSITIVITY * loss)
         self._health_factor[health.symbol] = factor
-        if self._wall is not None:
-            self._wall.tighten_symbol(health.symbol, factor)
+        self._health_version += 1  # applied to each partition's wall at its next check
 
     def mode_of(self, symbol: str) -> str | None:
-        return self._symbol_mode.get(symbol)
+        return self.state.symbol_mode.get(symbol)
+
+    def restore(self, first_event: ExecEvent) -> None:
+        """Rebuilds `state` from a committed order's first event (on takeover, in partition order).
+
+        The mode of each symbol is the one its latest order was built under; the wall is fed
+        every order that reached it (admitted, or refused by the wall itself) at its event time,
+        as `check` did. The adaptive factor is not recorded in events: it restarts at 1.0 and
+        follows the next signal's statistics.
+        """
+        mode = first_event.mode
+        if mode not in self.modes.modes:
+            return
+        state = self.state
+        if state.symbol_mode.get(first_event.symbol) != mode or state.wall is None:
+            state.symbol_mode[first_event.symbol] = mode
+            self._configure(self.modes.modes[mode])
+        status, reason = first_event.status, first_event.reason
+        reached_wall = status not in (OrderStatus.DENIED, OrderStatus.THROTTLED) or (
+            status is OrderStatus.THROTTLED and reason in WALL_REASONS
+        )
+        if reached_wall and state.wall is not None:
+            state.wall.admit(first_event.symbol, first_event.event_ts_ms)
+
+    def _apply_health(self) -> None:
+        state = self.state
+        if state.health_version == self._health_version or state.wall is None:
+            return
+        for symbol, factor in sorted(self._health_factor.items()):
+            state.wall.tighten_symbol(symbol, factor)
+        state.health_version = self._health_version
 
     def _configure(self, params: ScenarioParams) -> None:
         limits = RateLimits(params.per_symbol_orders_per_s, params.global_orders_per_s)
-        if self._wall is None:
-            self._wall = OrderRateWall(limits, self.factor, dict(self._health_factor))
-        self._wall.configure(limits, self.factor)
+        state = self.state
+        if state.wall is None:
+            state.wall = OrderRateWall(limits, state.factor, dict(self._health_factor))
+            state.health_version = self._health_version
+        state.wall.configure(limits, state.factor)

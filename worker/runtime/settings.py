@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
 from worker.contract.enums import ExecutorKind
+from worker.io.partitioner import Partitioner
 
 
 class WorkerSettings(BaseModel):
@@ -52,10 +53,12 @@ class WorkerSettings(BaseModel):
     venue_concurrency: int = Field(default=16, ge=1, le=1_000)
     # How often resting and unknown-outcome orders are re-checked with the venue.
     reconcile_interval_ms: int = Field(default=1_000, ge=50)
-    # An in-flight order the venue does not have is sent again only this long after its intent:
-    # the venue's recvWindow (5 s) plus margin, after which a request from before a crash is
-    # refused by the venue (-1021) and cannot create a second order.
-    resend_after_ms: int = Field(default=7_000, ge=0)
+    # Every order request carries this recvWindow, fixed in its committed intent: all copies of
+    # it expire at timestamp + recvWindow on the venue's clock, and an unknown outcome is
+    # resolved only after that (docs/guarantees.md). Binance's default; its maximum is 60 s.
+    recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
+    # How inputs are checked for co-partitioning (io/partitioner.py): murmur2 = Kafka's default.
+    partitioner: Partitioner = Partitioner.MURMUR2
     # Producer transaction timeout: how long the broker waits before aborting the transaction of
     # a worker that died mid-batch (and so how long its partitions' consumers wait after a kill).
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)

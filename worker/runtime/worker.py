@@ -31,11 +31,13 @@ from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
-from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
-from worker.execution.order_state import OrderBook, OrderRecord
-from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig
+from worker.execution.engine import ExecutionEngine, Prepared
+from worker.execution.order_state import OrderBook
+from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
+from worker.io.partitioner import partition_for
 from worker.io.topics import TopicsFile, check_cluster_topics, codec_for
+from worker.policy.pretrade import PolicyState
 from worker.policy.signals import MissingFilters, signal_to_decision
 from worker.runtime.control import ControlFeed
 from worker.runtime.dlq import dlq_record
@@ -45,6 +47,7 @@ from worker.runtime.recovery import rebuild_partitions
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary
 from worker.runtime.transactions import TransactionWriter
+from worker.runtime.venue import VenueSync
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,15 @@ WORKER_ROLES = ("decisions", "signals", "exec_events", "dlq", "strategy_mode", "
 
 # Lag is an operator's number, not a control input: every 5 s is fresh enough and costs nothing.
 LAG_REPORT_INTERVAL_S = 5.0
+# A takeover that fails (broker restart during the rebuild, ...) is tried this often, then the
+# process exits non-zero: a partition is never left assigned without an owner.
+TAKEOVER_TRIES = 3
+TAKEOVER_BACKOFF_S = 1.0
+
+
+class TakeoverFailed(RuntimeError):
+    """Partitions could not be taken over; the process must exit so a supervisor restarts it."""
+
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
@@ -62,6 +74,7 @@ class PartitionOwner:
     partition: int
     producer: AIOKafkaProducer
     book: OrderBook
+    policy: PolicyState  # committed; a batch works on a copy, kept only if it commits
     # Next input offset to process per topic-partition. Records below it were already committed;
     # the fetcher can hand them out again around a seek, so they are skipped here, not trusted.
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
@@ -131,6 +144,9 @@ class ExecWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._last_reconcile = 0.0
         self._last_lag_report = 0.0
+        self.venue = VenueSync(engine, settings.venue_concurrency)
+        self._input_partitions: dict[str, int] = {}
+        self._fatal: BaseException | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -142,6 +158,13 @@ class ExecWorker:
         async with self.kafka.admin_session() as admin:
             await check_cluster_topics(admin, self.topics, WORKER_ROLES)
         self.outbox.remove_stale_parts()
+        probe = self.kafka.consumer(group_id=None)
+        await probe.start()
+        try:
+            for topic in self.input_topics:
+                self._input_partitions[topic] = len(await topic_partitions(probe, topic))
+        finally:
+            await probe.stop()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
         consumer = self.kafka.consumer(
@@ -178,6 +201,8 @@ class ExecWorker:
             await self.control.stop()
             await self.engine.executor.flush()
             await self.engine.executor.close()
+        if self._fatal is not None:
+            raise TakeoverFailed(f"partition takeover failed: {self._fatal}") from self._fatal
         return self.summary
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Record]]:
@@ -201,7 +226,32 @@ class ExecWorker:
         return batches
 
     async def acquire(self, partitions: list[int]) -> None:
-        """Takes ownership of partitions: fence the old owner, rebuild state, seek."""
+        """Takes ownership of partitions, retried; on failure the worker stops and exits non-zero.
+
+        The rebalance callback must not swallow a failure: a partition assigned to us without an
+        owner would have its records skipped while its position advanced (lag 0, "drained").
+        """
+        for attempt in range(1, TAKEOVER_TRIES + 1):
+            try:
+                await self._acquire(partitions)
+                return
+            except Exception as exc:
+                log.error("taking over %s failed (try %d of %d): %s", partitions, attempt, TAKEOVER_TRIES, exc)
+                async with self._lock:
+                    for p in partitions:
+                        owner = self._owners.pop(p, None)
+                        if owner is not None:
+                            await owner.producer.stop()
+                if attempt == TAKEOVER_TRIES:
+                    self._fatal = exc
+                    self._stop.set()
+                    if self._consumer is not None:
+                        self._consumer.pause(*self._consumer.assignment())
+                    return
+                await asyncio.sleep(TAKEOVER_BACKOFF_S * attempt)
+
+    async def _acquire(self, partitions: list[int]) -> None:
+        """Fence the old owner, rebuild state (orders and policy), seek."""
         async with self._lock:
             new = [p for p in partitions if p not in self._owners]
             producers: dict[int, AIOKafkaProducer] = {}
@@ -219,12 +269,19 @@ class ExecWorker:
                 producers[p] = producer
             for p in new:
                 await self.mirror.drain(p)  # a partition we lost to fencing and got back
-            rebuilt = await rebuild_partitions(self.kafka, self.exec_topic, self.exec_codec, new, self.outbox)
+            try:
+                rebuilt = await rebuild_partitions(
+                    self.kafka, self.exec_topic, self.exec_codec, new, self.outbox, self.engine.policy
+                )
+            except BaseException:
+                for producer in producers.values():
+                    await producer.stop()
+                raise
             consumer = self._consumer
             assert consumer is not None
             for p in new:
                 state = rebuilt[p]
-                owner = PartitionOwner(p, producers[p], state.book)
+                owner = PartitionOwner(p, producers[p], state.book, state.policy)
                 self._owners[p] = owner
                 for topic in self.input_topics:
                     tp = TopicPartition(topic, p)
@@ -322,20 +379,23 @@ class ExecWorker:
         dropped: list[str] = []
         to_send: list[Prepared] = []
         consumed = 0
+        # The policy state this batch works on: kept only if the batch commits (below), so an
+        # aborted batch processed again meets the same rate wall and modes.
+        policy = owner.policy.copy()
+        self.engine.policy.state = policy
         for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
             for record in records:
                 consumed += 1
                 try:
                     decision = self._decode(record)
+                    if decision is None:
+                        dropped.append("signal_no_action")  # below the mode's Z: recorded, not traded
+                        continue
+                    source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
+                    prepared = self.engine.prepare(owner.book, decision, source)
                 except DecodeError as exc:
                     dead.append(dlq_record(record, exc))
                     continue
-                if decision is None:
-                    dropped.append("signal_no_action")  # below the mode's Z: recorded, not traded
-                    continue
-                source = SourceRef(topic=tp.topic, partition=tp.partition, offset=record.offset)
-                try:
-                    prepared = self.engine.prepare(owner.book, decision, source)
                 except Exception as exc:
                     # A bug must not stop the worker or lose the message: dead-letter it with the
                     # error (and a stack trace in the log), go on with the batch.
@@ -352,10 +412,11 @@ class ExecWorker:
 
         if not self.engine.executor.requires_intent:
             # No effects outside Kafka: execute now, commit everything in one transaction.
-            sent = await self._send(owner, to_send)
+            sent = await self.venue.send(owner.book, to_send)
             events = decided + [e for result in sent for e in result.events]
             dropped += [result.dropped for result in sent if result.dropped]
             if await self._transact(owner, events, dead, offsets):
+                owner.policy = policy
                 self._account(consumed, events, dead, dropped)
             return
 
@@ -364,29 +425,36 @@ class ExecWorker:
         # resolves by asking the venue; the input is never read again, so nothing is sent twice.
         if not await self._transact(owner, decided, dead, offsets):
             return
+        owner.policy = policy
         self._account(consumed, decided, dead, dropped)
-        if to_send:
-            sent = await self._send(owner, to_send)
-            answers = [e for result in sent for e in result.events]
-            if await self._transact(owner, answers, [], {}):
-                self._account(0, answers, [], [r.dropped for r in sent if r.dropped])
-            else:
-                owner.reconcile_due = True
+        await self._send_committed(owner, to_send)
 
-    async def _send(self, owner: PartitionOwner, prepared: list[Prepared]) -> list[CommandResult]:
-        """Executes orders concurrently (bounded), results in input order."""
-        if not prepared:
-            return []
-        if not self.engine.executor.requires_intent:
-            # Nothing to wait for (the backtest answers at once): a plain loop is ~2x cheaper.
-            return [await self.engine.send(owner.book, item) for item in prepared]
-        limit = asyncio.Semaphore(self.settings.venue_concurrency)
+    async def _send_committed(self, owner: PartitionOwner, to_send: list[Prepared]) -> None:
+        """Sends committed intents and commits the venue's answers.
 
-        async def one(item: Prepared) -> CommandResult:
-            async with limit:
-                return await self.engine.send(owner.book, item)
+        Only while we still own the partition: a worker that lost it (a pause past the session
+        timeout) leaves its intents to the new owner, which resolves them after they expire.
+        """
+        if not to_send:
+            return
+        if not self._owns(owner):
+            log.warning("partition %d: no longer ours; %d intents left to its owner", owner.partition, len(to_send))
+            return
+        sent = await self.venue.send(owner.book, to_send)
+        answers = [e for result in sent for e in result.events]
+        if await self._transact(owner, answers, [], {}):
+            self._account(0, answers, [], [r.dropped for r in sent if r.dropped])
+        else:
+            owner.reconcile_due = True
 
-        return list(await asyncio.gather(*(one(item) for item in prepared)))
+    def _owns(self, owner: PartitionOwner) -> bool:
+        """Still the owner: not released or fenced here, and still assigned by the group."""
+        consumer = self._consumer
+        return (
+            self._owners.get(owner.partition) is owner
+            and consumer is not None
+            and TopicPartition(self.decisions_topic, owner.partition) in consumer.assignment()
+        )
 
     async def _transact(
         self,
@@ -417,66 +485,22 @@ class ExecWorker:
         return True
 
     async def reconcile(self, owner: PartitionOwner) -> int:
-        """Asks the venue about every unfinished order of a partition; commits what changed.
-
-        An order still SUBMITTED that the venue does not have was lost in a crash between the
-        intent and the send. Once the venue's recvWindow has passed (no request sent before the
-        crash can be accepted any more) it is rebuilt from its source decision and sent again.
-        """
-        records = owner.book.open_orders()
+        """Settles a partition's unfinished orders with the venue (runtime/venue.py); commits the
+        news, then sends the resends it decided (committed intents, like any other)."""
         owner.reconcile_due = False
-        if not records:
+        if not owner.book.open_orders() or not self._owns(owner):
             return 0
-        limit = asyncio.Semaphore(self.settings.venue_concurrency)
-        now_ms = time.time_ns() // 1_000_000
-
-        async def one(record: OrderRecord) -> tuple[ExecEvent, ...]:
-            coid = record.last.client_order_id
-            async with limit:
-                try:
-                    outcome = await self.engine.reconcile(owner.book, coid)
-                    if not outcome.missing:
-                        return outcome.events
-                    if record.status is not OrderStatus.SUBMITTED:
-                        return self.engine.give_up(owner.book, coid, "not_at_venue")
-                    if now_ms - (record.last.sent_ts_ms or 0) < self.settings.resend_after_ms:
-                        owner.reconcile_due = True
-                        return ()  # a request sent before a crash could still arrive: wait
-                    decision = await self._source_decision(record.last.source)
-                    if decision is None:
-                        return self.engine.give_up(owner.book, coid, "not_at_venue_source_gone")
-                    result = await self.engine.resend(owner.book, decision, record.last.source)
-                    if result.dropped:
-                        owner.reconcile_due = True
-                    return result.events
-                except Exception as exc:  # the venue is unreachable: try again next round
-                    log.warning("reconcile %s failed: %s", coid, exc)
-                    owner.reconcile_due = True
-                    return ()
-
-        news = [e for events in await asyncio.gather(*(one(r) for r in records)) for e in events]
-        if news and await self._transact(owner, news, [], {}):
-            self._account(0, news, [], [])
-            self.metrics.reconciled.inc(len(news))
-        return len(news)
-
-    async def _source_decision(self, source: SourceRef) -> Decision | None:
-        """Reads one input record again by its coordinates (None if gone or unreadable)."""
-        consumer = self.kafka.consumer(group_id=None, isolation_level="read_committed", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(source.topic, source.partition)
-            consumer.assign([tp])
-            consumer.seek(tp, source.offset)
-            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
-            for record in batch.get(tp, []):
-                if record.offset == source.offset:
-                    return self._decode(record)
-            return None
-        except DecodeError:
-            return None
-        finally:
-            await consumer.stop()
+        settled = await self.venue.settle(owner.book)
+        owner.reconcile_due = settled.pending
+        if not settled.events:
+            return 0
+        if not await self._transact(owner, settled.events, [], {}):
+            owner.reconcile_due = True
+            return 0
+        self._account(0, settled.events, [], [])
+        self.metrics.reconciled.inc(len(settled.events))
+        await self._send_committed(owner, [Prepared(order=order) for order in settled.resends])
+        return len(settled.events)
 
     def _decode(self, record: Record) -> Decision | None:
         """A command from a decision or a signal; None for a signal that asks for no action."""
@@ -492,10 +516,27 @@ class ExecWorker:
                 raise DecodeError(ErrorClass.CONFIG, str(exc)) from None
         else:
             decision = codec.decode(Decision, record.value)
+        if decision is not None:
+            self._check_routing(record, decision)
         allowed = self.settings.symbols
         if decision is not None and allowed is not None and decision.symbol not in allowed:
             raise DecodeError(ErrorClass.SYMBOL, f"symbol {decision.symbol} is not in the configured list")
         return decision
+
+    def _check_routing(self, record: Record, decision: Decision) -> None:
+        """A decision is executed only on the partition its symbol maps to (io/partitioner.py):
+        the same decision on two partitions would otherwise be two orders."""
+        partitions = self._input_partitions.get(record.topic)
+        if partitions is None:
+            return
+        expected = partition_for(decision.symbol, partitions, self.settings.partitioner)
+        if expected is not None and expected != record.partition:
+            raise DecodeError(
+                ErrorClass.MISROUTED,
+                f"symbol {decision.symbol} belongs to partition {expected} of {record.topic} "
+                f"({partitions} partitions, {self.settings.partitioner.value} partitioner) but was read "
+                f"from partition {record.partition}; produce it keyed by symbol (docs/operations.md)",
+            )
 
     async def _abort(self, owner: PartitionOwner, tps: list[TopicPartition]) -> None:
         owner.book.rollback()

@@ -1,10 +1,16 @@
 """One signed HTTP call to a Binance-style venue, classified for the retry policy.
 
-Every failure becomes one of three things the executor can act on safely:
-  * `NotSent`         the venue never got the request (connect error, 429, 418): safe to resend;
+Every failure becomes one of these, which the executor can act on safely:
+  * `NotSent`         the venue never processed the request (connect error, 429, 418, a request
+                      that expired before it could be sent): safe to send again while unexpired;
   * `UnknownOutcome`  the request may have been processed (read timeout, dropped connection,
-                      5xx, -1007): query by client order id before anything else;
+                      5xx, -1007, an answer that is not the expected JSON): resolved by a query
+                      once every copy of the request has expired (docs/guarantees.md);
   * `VenueRejected`   a definite answer (4xx with a Binance code): never retried.
+
+Every request that can create an order is signed with the `timestamp` and `recvWindow` its
+intent committed, so all its copies expire at one known time on the venue's clock. The venue's
+clock is measured (`/api/v3/time`) rather than assumed to be ours.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
+from worker.execution.binance.clock import VenueClock
 from worker.execution.binance.protocol import (
     API_KEY_HEADER,
     ORDER_COUNT_HEADER,
@@ -24,8 +32,21 @@ from worker.execution.binance.protocol import (
     ErrorCode,
     signed_query,
 )
+from worker.policy.clock import TimeProvider, WallClock
 
 log = logging.getLogger(__name__)
+
+# Request weights of the Binance spot endpoints this client calls (published in the API docs).
+WEIGHTS = {
+    ("POST", "/api/v3/order"): 1,
+    ("GET", "/api/v3/order"): 4,
+    ("DELETE", "/api/v3/order"): 1,
+    ("GET", "/api/v3/openOrders"): 6,  # with a symbol; 80 without (never used here)
+    ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/time"): 1,
+}
+# The venue's clock is measured again this often, and at once after a -1021.
+CLOCK_REFRESH_S = 60.0
 
 
 class VenueError(Exception):
@@ -40,7 +61,11 @@ class NotSent(VenueError):
 
 
 class VenueBanned(NotSent):
-    """HTTP 418: the venue banned this IP. Stop sending until `retry_after_s` has passed."""
+    """HTTP 418: the venue banned this IP. Nothing is sent until `retry_after_s` has passed."""
+
+
+class RequestExpired(NotSent):
+    """The request's own expiry has passed (or is too close) on the venue's clock: never signed."""
 
 
 class UnknownOutcome(VenueError):
@@ -77,18 +102,25 @@ class RateBudget:
     observed_at: float = 0.0  # monotonic time of the last update
 
     def update(self, headers: Any) -> None:
-        if USED_WEIGHT_HEADER in headers:
-            self.used_weight_1m = int(headers[USED_WEIGHT_HEADER])
-        if ORDER_COUNT_HEADER in headers:
-            self.orders_10s = int(headers[ORDER_COUNT_HEADER])
+        try:
+            if USED_WEIGHT_HEADER in headers:
+                self.used_weight_1m = int(headers[USED_WEIGHT_HEADER])
+            if ORDER_COUNT_HEADER in headers:
+                self.orders_10s = int(headers[ORDER_COUNT_HEADER])
+        except ValueError:
+            return  # a proxy's page, not the venue's headers
         self.observed_at = time.monotonic()
 
-    def wait_before_order_s(self) -> float:
-        """How long to hold an order so as to stay inside the venue's limits (0 = send now)."""
+    def wait_s(self, weight: int, is_order: bool) -> float:
+        """How long to hold a request so as to stay inside the venue's limits (0 = send now).
+
+        Every request spends weight, queries and cancels too: a reconciliation loop that
+        ignores its GETs is what earns a 429 and then a 418 ban.
+        """
         age = time.monotonic() - self.observed_at
-        if self.orders_10s >= self.orders_limit_10s * self.headroom and age < 10:
+        if is_order and self.orders_10s + 1 > self.orders_limit_10s * self.headroom and age < 10:
             return 10 - age
-        if self.used_weight_1m >= self.weight_limit_1m * self.headroom and age < 60:
+        if self.used_weight_1m + weight > self.weight_limit_1m * self.headroom and age < 60:
             return 60 - age
         return 0.0
 
@@ -101,14 +133,19 @@ class BinanceClient:
         timeout_s: float = 2.0,
         recv_window_ms: int = 5_000,
         budget: RateBudget | None = None,
+        local_clock: TimeProvider | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._recv_window_ms = recv_window_ms
+        self.recv_window_ms = recv_window_ms
         self.budget = budget or RateBudget()
+        self.clock = VenueClock(local_clock or WallClock())
         self._session: aiohttp.ClientSession | None = None
         self._limits_loaded = False
+        self._clock_checked_at: float | None = None
+        self._banned_until = 0.0  # monotonic; after a 418 no request of any kind goes out
+        self.used_weight = 0  # weight this client spent, by the published weights (a metric)
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -122,62 +159,140 @@ class BinanceClient:
             await self._session.close()
             self._session = None
 
+    @property
+    def banned_for_s(self) -> float:
+        return max(0.0, self._banned_until - time.monotonic())
+
+    async def start(self) -> None:
+        """The venue's limits and clock, before the first order (both retried lazily if down)."""
+        if not self._limits_loaded:
+            self._limits_loaded = True
+            await self.load_limits()
+        if self._clock_checked_at is None or time.monotonic() - self._clock_checked_at > CLOCK_REFRESH_S:
+            await self.sync_clock()
+
     async def load_limits(self) -> None:
         """Takes the venue's published rate limits (exchangeInfo `rateLimits`) as the budget."""
-        session = await self._http()
         try:
-            async with session.get(f"{self.base_url}/api/v3/exchangeInfo") as response:
-                info = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            info = await self._public("GET", "/api/v3/exchangeInfo")
+        except VenueError as exc:
             log.warning("venue limits unknown (%s); assuming Binance spot defaults", exc)
             return
         for limit in info.get("rateLimits", []):
+            if not isinstance(limit, dict):
+                continue
             kind, interval, number = limit.get("rateLimitType"), limit.get("interval"), limit.get("intervalNum")
             if kind == "ORDERS" and interval == "SECOND" and number == 10:
                 self.budget.orders_limit_10s = int(limit["limit"])
             elif kind == "REQUEST_WEIGHT" and interval == "MINUTE" and number == 1:
                 self.budget.weight_limit_1m = int(limit["limit"])
-        self._limits_loaded = True
 
-    async def call(self, method: str, path: str, params: dict[str, str]) -> dict[str, Any]:
-        """One signed request; raises NotSent / UnknownOutcome / VenueRejected."""
-        if not self._limits_loaded:
-            self._limits_loaded = True
-            await self.load_limits()
-        if method != "GET" and (wait := self.budget.wait_before_order_s()) > 0:
-            # Waiting for the venue's window is not a failed try: the order has not been sent.
-            log.info("order rate budget spent; holding orders for %.1fs", wait)
+    async def sync_clock(self) -> None:
+        """Measures the venue's clock offset from `/api/v3/time` (error: half the round trip)."""
+        self._clock_checked_at = time.monotonic()
+        before = self.clock.local_ms()
+        try:
+            body = await self._public("GET", "/api/v3/time")
+            server_ms = int(body["serverTime"])
+        except (VenueError, KeyError, TypeError, ValueError) as exc:
+            log.warning("venue clock not measured (%s); keeping offset %d ms", exc, self.clock.offset_ms)
+            return
+        self.clock.observe(server_ms, before, self.clock.local_ms())
+        log.info("venue clock offset %+d ms (±%d ms)", self.clock.offset_ms, self.clock.uncertainty_ms)
+
+    def clock_suspect(self) -> None:
+        """The venue refused a timestamp (-1021): measure its clock again before the next request."""
+        self._clock_checked_at = None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        timestamp_ms: int | None = None,
+        recv_window_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """One signed request; raises NotSent / UnknownOutcome / VenueRejected.
+
+        With `timestamp_ms` (an intent's), the request is signed with that timestamp and window,
+        and refused here if its expiry has passed on the venue's clock by the time it would go
+        out: a late request must never be the one the venue accepts after our wait.
+        """
+        await self.start()
+        weight = WEIGHTS.get((method, path), 1)
+        is_order = method == "POST"
+        if (wait := self.budget.wait_s(weight, is_order)) > 0:
+            # Waiting for the venue's window is not a failed try: nothing has been sent.
+            log.info("venue rate budget spent; holding %s %s for %.1fs", method, path, wait)
             await asyncio.sleep(wait)
-        signed = {
-            **params,
-            "recvWindow": str(self._recv_window_ms),
-            "timestamp": str(time.time_ns() // 1_000_000),
-        }
-        url = f"{self.base_url}{path}?{signed_query(signed, self._credentials.api_secret)}"
+        window = recv_window_ms if recv_window_ms is not None else self.recv_window_ms
+        timestamp = timestamp_ms if timestamp_ms is not None else self.clock.now_ms()
+        if timestamp_ms is not None and not self.clock.before(timestamp + window):
+            raise RequestExpired(f"request expired at venue time {timestamp + window} before it was sent")
+        signed = {**params, "recvWindow": str(window), "timestamp": str(timestamp)}
+        return await self._send(method, path, signed_query(signed, self._credentials.api_secret), weight)
+
+    async def _public(self, method: str, path: str) -> dict[str, Any]:
+        return await self._send(method, path, "", WEIGHTS.get((method, path), 1))
+
+    async def _send(self, method: str, path: str, query: str, weight: int) -> dict[str, Any]:
+        if (banned := self.banned_for_s) > 0:
+            raise VenueBanned(f"banned by the venue (HTTP 418) for {banned:.0f}s more", retry_after_s=banned)
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
         session = await self._http()
+        self.used_weight += weight
         try:
             async with session.request(method, url) as response:
-                self.budget.update(response.headers)
-                body = await response.json(content_type=None)
                 status = response.status
-                retry_after = float(response.headers.get("Retry-After", "0") or 0)
+                self.budget.update(response.headers)
+                retry_after = _seconds(response.headers.get("Retry-After"))
+                raw = await response.read()
         except aiohttp.ClientConnectorError as exc:
             raise NotSent(f"cannot connect: {exc.os_error}") from None
         except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise UnknownOutcome(f"{type(exc).__name__} after sending") from None
         except aiohttp.ClientError as exc:
             raise UnknownOutcome(f"{type(exc).__name__}: {exc}") from None
-        except ValueError:
-            raise UnknownOutcome(f"unreadable answer (HTTP {status})") from None
         if status == 418:
+            self._banned_until = time.monotonic() + (retry_after or 60.0)
             raise VenueBanned("HTTP 418: IP banned by the venue", retry_after_s=retry_after or 60.0)
         if status == 429:
             raise NotSent("HTTP 429: rate limited", retry_after_s=retry_after or 1.0)
+        body = _json_object(raw)
         if status >= 500:
-            raise UnknownOutcome(f"HTTP {status}: {body.get('msg', '')}")
+            raise UnknownOutcome(f"HTTP {status}" + (f": {body.get('msg', '')}" if body else " (no venue answer)"))
+        if body is None:
+            # An HTML error page, an empty body, a JSON array: not the venue's answer. Whatever
+            # produced it (a proxy, a WAF, a half-deployed gateway), the request may have been
+            # processed behind it.
+            raise UnknownOutcome(f"HTTP {status}: not a venue answer ({len(raw)} bytes)")
         if status >= 400:
-            code = int(body.get("code", 0))
-            if code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED):
-                raise UnknownOutcome(f"{code}: {body.get('msg', '')}")
+            code = _int(body.get("code"))
+            if code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED) or code is None:
+                raise UnknownOutcome(f"HTTP {status} {code}: {body.get('msg', '')}")
+            if code == ErrorCode.INVALID_TIMESTAMP:
+                self.clock_suspect()
             raise VenueRejected(code, str(body.get("msg", "")))
-        return dict(body)
+        return body
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        return None

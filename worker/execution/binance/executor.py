@@ -1,17 +1,22 @@
 """The live executor: orders to a Binance-style REST venue (Binance, its testnet, the sandbox).
 
-The rule that keeps an order from ever being placed twice (guarantee 2): a request whose outcome
-is unknown (timeout, dropped connection, 5xx, -1007) is followed by a query by client order id,
-and the order is sent again only if the venue answers "does not exist" (-2013). Retries (at most
-`max_tries` sends, exponential backoff with jitter, `Retry-After` honoured) happen only when the
-order certainly did not reach the venue, or the venue says it does not have it. Venue rejections
-and local validation failures are final. After HTTP 418 nothing is sent until the ban expires.
+It sends what the engine decided and reports what the venue said; it never decides to send an
+order again. The rule that keeps an order from being placed twice (guarantee 2) lives in the
+engine and docs/guarantees.md; this module's part is:
+
+  * an order request is signed with its intent's committed `timestamp` and `recvWindow`, so
+    every copy of it expires at a known venue time, and it is never signed after that;
+  * it is tried again (at most `max_tries`, exponential backoff with jitter, `Retry-After`
+    honoured) only when the venue certainly did not process it (connect error, 429);
+  * any other failure is UNKNOWN: one query may find the order at once; otherwise nothing is
+    done until every copy has expired, and then the engine's reconciliation decides;
+  * venue rejections and local validation failures are final; after HTTP 418 nothing at all is
+    sent until the ban expires (the client enforces that for every request).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -23,32 +28,27 @@ from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderC
 from worker.execution.binance.client import (
     BinanceClient,
     NotSent,
+    RequestExpired,
     UnknownOutcome,
     VenueBanned,
+    VenueError,
     VenueRejected,
 )
 from worker.execution.binance.protocol import VENUE_STATUS, ErrorCode
-from worker.policy.clock import TimeProvider
 
 log = logging.getLogger(__name__)
 
-
-class _ResendAllowed(Exception):
-    """The venue confirmed it has no order with this id after an unknown outcome."""
+ORDER_PATH = "/api/v3/order"
 
 
-class _Unresolved(Exception):
-    """The outcome stays unknown: the order may or may not exist at the venue."""
-
-
-def _resend_safe(error: BaseException) -> bool:
-    """An order may be sent (again) only if it certainly is not at the venue."""
-    return isinstance(error, (NotSent, _ResendAllowed)) and not isinstance(error, VenueBanned)
+def _not_processed(error: BaseException) -> bool:
+    """Only a request the venue certainly never processed is sent again (same timestamp)."""
+    return isinstance(error, NotSent) and not isinstance(error, (VenueBanned, RequestExpired))
 
 
 def _repeat_safe(error: BaseException) -> bool:
-    """Queries and cancels may be repeated after any transport failure."""
-    return isinstance(error, (NotSent, UnknownOutcome)) and not isinstance(error, VenueBanned)
+    """Queries and cancels are idempotent: repeated after any transport failure."""
+    return isinstance(error, (NotSent, UnknownOutcome)) and not isinstance(error, (VenueBanned, RequestExpired))
 
 
 def _wait(base: wait_random_exponential) -> Any:
@@ -63,93 +63,101 @@ def _wait(base: wait_random_exponential) -> Any:
 class BinanceExecutor:
     name = ExecutorKind.BINANCE.value
     requires_intent = True  # side effects outside Kafka: commit the intent before sending
+    supports_amend = False  # cancel-replace under a new id is not modelled: amends are refused
 
     def __init__(
         self,
         client: BinanceClient,
-        clock: TimeProvider,
         max_tries: int = 3,
         backoff_s: float = 0.05,
         max_backoff_s: float = 1.0,
         venue_name: str = ExecutorKind.BINANCE.value,
     ) -> None:
         self.client = client
-        self._clock = clock
+        self.clock = client.clock  # the venue's clock: intents are stamped with it
+        self.recv_window_ms = client.recv_window_ms
         self._max_tries = max_tries
         # Exponential backoff with full jitter from 50 ms: a second try lands before a human
         # would notice, the third within ~1 s; longer waits only when the venue says so.
         self._backoff = wait_random_exponential(multiplier=backoff_s, max=max_backoff_s)
-        self._banned_until = 0.0
         self.name = venue_name
-        # The REST API addresses an order by (symbol, client order id); the protocol passes the
-        # id alone. Learned from every submit and query (reconciliation queries every open order).
-        self._symbols: dict[str, str] = {}
 
     # -- IExecutor ------------------------------------------------------------------------------
 
     async def submit(self, order: OrderCtx) -> ExecResult:
-        sent_ts_ms = self._clock.now_ms()
-        self._symbols[order.client_order_id] = order.symbol
-        if time.monotonic() < self._banned_until:
-            return self._result(OrderStatus.REJECTED, sent_ts_ms, reason="venue_banned")
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_tries),
-            wait=_wait(self._backoff),
-            retry=retry_if_exception(_resend_safe),
-            reraise=True,
-        )
+        assert order.sent_ts_ms is not None and order.recv_window_ms is not None, "a live order needs its intent"
+        sent = order.sent_ts_ms
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._send_once(order, sent_ts_ms)
-        except VenueBanned as exc:
-            self._banned_until = time.monotonic() + exc.retry_after_s
-            log.error("venue banned this client (HTTP 418): no orders for %.0fs", exc.retry_after_s)
-            return self._result(OrderStatus.REJECTED, sent_ts_ms, reason="venue_banned")
+            body = await self._retrying(_not_processed, "POST", _order_params(order), sent, order.recv_window_ms)
+        except VenueBanned:
+            return self._result(OrderStatus.REJECTED, sent, reason="venue_banned")
+        except RequestExpired:
+            # Never sent: the engine resends it as a new intent once the venue confirms, after
+            # the expiry, that it does not have it (the uniform path for every unsent intent).
+            return self._result(OrderStatus.UNKNOWN, sent, reason="expired_before_send")
         except NotSent as exc:
-            return self._result(OrderStatus.REJECTED, sent_ts_ms, reason=f"not_sent:{exc.reason}")
-        except _ResendAllowed:
-            return self._result(OrderStatus.REJECTED, sent_ts_ms, reason="not_at_venue_after_retries")
-        except _Unresolved:
-            # Non-terminal: the order may exist. Reconciliation asks the venue again later.
-            return self._result(OrderStatus.SUBMITTED, sent_ts_ms, reason="unknown_outcome")
-        raise AssertionError("unreachable: tenacity either returns or raises")
+            return self._result(OrderStatus.REJECTED, sent, reason=f"not_sent:{exc.reason}")
+        except VenueRejected as exc:
+            if exc.code == ErrorCode.NEW_ORDER_REJECTED and "Duplicate" in exc.msg:
+                # An earlier copy of ours got through and is open: report what the venue has.
+                return await self._look_up(order, sent, "duplicate")
+            if exc.code == ErrorCode.INVALID_TIMESTAMP:
+                # Refused for its timestamp (our clock estimate was off): measured again, and the
+                # order is resolved after its expiry like any other unknown.
+                return self._result(OrderStatus.UNKNOWN, sent, reason=f"venue:{exc.code}")
+            return self._result(OrderStatus.REJECTED, sent, reason=f"venue:{exc.code}:{exc.msg}")
+        except UnknownOutcome as exc:
+            log.warning("order %s: outcome unknown (%s)", order.client_order_id, exc)
+            return await self._look_up(order, sent, "unknown_outcome")
+        return self._from_venue(body, sent)
 
     async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
         """The venue's view of an order, or None when the venue has no such order."""
-        self._symbols[client_order_id] = symbol
         try:
-            body = await self._call_with_retries("GET", {"symbol": symbol, "origClientOrderId": client_order_id})
+            body = await self._retrying(_repeat_safe, "GET", {"symbol": symbol, "origClientOrderId": client_order_id})
         except VenueRejected as exc:
             if exc.code == ErrorCode.NO_SUCH_ORDER:
                 return None
             raise
-        return self._from_venue(body, self._clock.now_ms())
+        return self._from_venue(body, None)
 
-    async def cancel(self, client_order_id: str) -> CancelResult:
-        now = self._clock.now_ms()
-        symbol = self._symbols.get(client_order_id)
+    async def open_orders(self, symbol: str) -> dict[str, ExecResult]:
+        """Every open order of `symbol` at the venue, by client order id (one request, weight 6)."""
+        body = await self._retrying(_repeat_safe, "GET", {"symbol": symbol}, path="/api/v3/openOrders")
+        orders = body.get("orders") if isinstance(body, dict) and "orders" in body else body
+        result: dict[str, ExecResult] = {}
+        for entry in orders if isinstance(orders, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("clientOrderId"), str):
+                result[entry["clientOrderId"]] = self._from_venue(entry, None)
+        return result
+
+    async def cancel(self, client_order_id: str, symbol: str | None = None) -> CancelResult:
+        """CANCELED, REJECTED with the venue's reason, or PENDING_CANCEL when the outcome is unknown."""
         if symbol is None:
-            return CancelResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason="unknown_order")
+            return CancelResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason="unknown_symbol")
         try:
-            body = await self._call_with_retries("DELETE", {"symbol": symbol, "origClientOrderId": client_order_id})
+            body = await self._retrying(
+                _repeat_safe, "DELETE", {"symbol": symbol, "origClientOrderId": client_order_id}
+            )
         except VenueRejected as exc:
             return CancelResult(
                 client_order_id=client_order_id,
                 status=OrderStatus.REJECTED,
                 reason=f"venue:{exc.code}:{exc.msg}",
+                ack_ts_ms=self.clock.now_ms(),
             )
-        except (NotSent, UnknownOutcome) as exc:
-            return CancelResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason=str(exc))
+        except VenueError as exc:
+            return CancelResult(
+                client_order_id=client_order_id, status=OrderStatus.PENDING_CANCEL, reason=f"unknown_outcome:{exc}"
+            )
         return CancelResult(
             client_order_id=client_order_id,
             status=VENUE_STATUS.get(str(body.get("status")), OrderStatus.CANCELED),
-            ack_ts_ms=now,
+            ack_ts_ms=_int(body.get("transactTime")) or self.clock.now_ms(),
         )
 
     async def amend(self, client_order_id: str, new_px: Decimal | None, new_qty: Decimal | None) -> AmendResult:
-        # Binance amends by cancel-replace under a new client order id, which would break the
-        # one-id-per-order rule here; amends are refused until that is modelled.
+        # Binance amends by cancel-replace under a new client order id; refused (with an event).
         return AmendResult(client_order_id=client_order_id, status=OrderStatus.REJECTED, reason="amend_unsupported")
 
     async def flush(self) -> None:
@@ -160,68 +168,86 @@ class BinanceExecutor:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _send_once(self, order: OrderCtx, sent_ts_ms: int) -> ExecResult:
-        params = {
-            "symbol": order.symbol,
-            "side": order.side.value,
-            "type": order.order_type.value,
-            "quantity": format(order.qty, "f"),
-            "newClientOrderId": order.client_order_id,
-            "newOrderRespType": "FULL",
-        }
-        if order.order_type is OrderType.LIMIT and order.px is not None:
-            params["price"] = format(order.px, "f")
-            params["timeInForce"] = order.tif.value
-        try:
-            body = await self.client.call("POST", "/api/v3/order", params)
-        except VenueRejected as exc:
-            if exc.code == ErrorCode.NEW_ORDER_REJECTED and "Duplicate" in exc.msg:
-                # Our own earlier try got through: the venue has it. Report what it has.
-                known = await self._resolve(order)
-                if known is not None:
-                    return known
-            return self._result(OrderStatus.REJECTED, sent_ts_ms, reason=f"venue:{exc.code}:{exc.msg}")
-        except UnknownOutcome as exc:
-            log.warning("order %s: outcome unknown (%s); querying before any resend", order.client_order_id, exc)
-            known = await self._resolve(order)
-            if known is None:
-                raise _ResendAllowed() from None
-            return known
-        return self._from_venue(body, sent_ts_ms)
+    async def _look_up(self, order: OrderCtx, sent: int, why: str) -> ExecResult:
+        """One query after an unknown outcome: the order if the venue has it, else UNKNOWN.
 
-    async def _resolve(self, order: OrderCtx) -> ExecResult | None:
-        """Query after an unknown outcome: the venue's order, None if absent, else _Unresolved."""
+        "Not found" proves nothing yet (a copy may still be on its way), so it is not acted on.
+        """
         try:
-            return await self.query(order.client_order_id, order.symbol)
-        except (NotSent, UnknownOutcome, VenueRejected) as exc:
-            raise _Unresolved(str(exc)) from None
+            known = await self.query(order.client_order_id, order.symbol)
+        except VenueError as exc:
+            log.info("order %s: query after %s failed (%s)", order.client_order_id, why, exc)
+            known = None
+        if known is None:
+            return self._result(OrderStatus.UNKNOWN, sent, reason=why)
+        return known.model_copy(update={"sent_ts_ms": sent})
 
-    async def _call_with_retries(self, method: str, params: dict[str, str]) -> dict[str, Any]:
+    async def _retrying(
+        self,
+        retry_on: Any,
+        method: str,
+        params: dict[str, str],
+        timestamp_ms: int | None = None,
+        recv_window_ms: int | None = None,
+        path: str = ORDER_PATH,
+    ) -> dict[str, Any]:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_tries),
             wait=_wait(self._backoff),
-            retry=retry_if_exception(_repeat_safe),
+            retry=retry_if_exception(retry_on),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self.client.call(method, "/api/v3/order", params)
-        raise AssertionError("unreachable")
+                return await self.client.call(method, path, params, timestamp_ms, recv_window_ms)
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _from_venue(self, body: dict[str, Any], sent_ts_ms: int) -> ExecResult:
-        status = VENUE_STATUS.get(str(body.get("status")), OrderStatus.SUBMITTED)
-        executed = Decimal(str(body.get("executedQty", "0")))
-        quote = Decimal(str(body.get("cummulativeQuoteQty", "0")))
-        price = Decimal(str(body.get("price", "0")))
+    def _from_venue(self, body: dict[str, Any], sent_ts_ms: int | None) -> ExecResult:
+        status = VENUE_STATUS.get(str(body.get("status")), OrderStatus.UNKNOWN)
+        executed = _decimal(body.get("executedQty"))
+        quote = _decimal(body.get("cummulativeQuoteQty"))
+        price = _decimal(body.get("price"))
+        # The venue's own time of the event (transactTime / updateTime), else our estimate of it.
+        ack = _int(body.get("transactTime")) or _int(body.get("updateTime")) or self.clock.now_ms()
         return ExecResult(
             status=status,
-            exchange_order_id=str(body.get("orderId")),
+            exchange_order_id=str(body.get("orderId")) if body.get("orderId") is not None else None,
             px_sent=price.normalize() if price > 0 else None,
             px_fill=(quote / executed).normalize() if executed > 0 else None,
             qty_filled=executed.normalize(),
             sent_ts_ms=sent_ts_ms,
-            ack_ts_ms=self._clock.now_ms(),
+            ack_ts_ms=ack,
         )
 
     def _result(self, status: OrderStatus, sent_ts_ms: int, reason: str) -> ExecResult:
-        return ExecResult(status=status, reason=reason, sent_ts_ms=sent_ts_ms, ack_ts_ms=self._clock.now_ms())
+        return ExecResult(status=status, reason=reason, sent_ts_ms=sent_ts_ms, ack_ts_ms=self.clock.now_ms())
+
+
+def _order_params(order: OrderCtx) -> dict[str, str]:
+    params = {
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": order.order_type.value,
+        "quantity": format(order.qty, "f"),
+        "newClientOrderId": order.client_order_id,
+        "newOrderRespType": "FULL",
+    }
+    if order.order_type is OrderType.LIMIT and order.px is not None:
+        params["price"] = format(order.px, "f")
+        params["timeInForce"] = order.tif.value
+    return params
+
+
+def _decimal(value: object) -> Decimal:
+    try:
+        result = Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
+    return result if result.is_finite() and result >= 0 else Decimal(0)
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        return None

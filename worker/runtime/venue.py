@@ -1,0 +1,133 @@
+"""Every wait on the venue: sending committed intents, and settling orders that are not final.
+
+The engine decides; this module only asks the venue and hands the answers back. Settling runs
+in rounds (`reconcile_interval_ms`), within the venue's request-weight budget:
+
+  * an order in flight (an intent with no word from the venue) is queried only once every copy
+    of its request has certainly expired on the venue's clock; the engine then records the
+    venue's state, or a resend as a new intent (sent by the caller after it is committed);
+  * orders the venue has confirmed and that are still open are settled with one `openOrders`
+    request per symbol (weight 6) instead of one query per order (weight 4 each): an order
+    missing from that list has closed, and only it is queried for its final state;
+  * an open order with a committed cancel intent gets its DELETE again until the venue
+    confirms the cancel or the order ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.contract.events import ExecEvent
+from worker.contract.orders import CancelResult, ExecResult, OrderCtx
+from worker.contract.state_machine import is_terminal
+from worker.execution.binance.clock import VenueClock
+from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
+from worker.execution.order_state import OrderBook, OrderRecord
+
+log = logging.getLogger(__name__)
+
+
+class LiveVenue(Protocol):
+    """What settling needs of a live executor beyond `IExecutor`."""
+
+    clock: VenueClock
+
+    async def query(self, client_order_id: str, symbol: str) -> ExecResult | None: ...
+
+    async def open_orders(self, symbol: str) -> dict[str, ExecResult]: ...
+
+    async def cancel(self, client_order_id: str, symbol: str | None = None) -> CancelResult: ...
+
+
+@dataclass
+class Settled:
+    """One reconciliation round of a partition: news to commit, then resends to send."""
+
+    events: list[ExecEvent] = field(default_factory=list)
+    resends: list[OrderCtx] = field(default_factory=list)
+    pending: bool = False  # something is still waiting (an unexpired request, a failed query)
+
+
+class VenueSync:
+    def __init__(self, engine: ExecutionEngine, concurrency: int) -> None:
+        self.engine = engine
+        self._concurrency = concurrency
+
+    @property
+    def venue(self) -> LiveVenue:
+        return self.engine.executor  # type: ignore[return-value]
+
+    async def send(self, book: OrderBook, prepared: Sequence[Prepared]) -> list[CommandResult]:
+        """Sends committed intents concurrently (bounded); results in input order."""
+        if not prepared:
+            return []
+        if not self.engine.executor.requires_intent:
+            # Nothing to wait for (the backtest answers at once): a plain loop is ~2x cheaper.
+            return [await self.engine.send(book, item) for item in prepared]
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def one(item: Prepared) -> CommandResult:
+            async with limit:
+                return await self.engine.send(book, item)
+
+        return list(await asyncio.gather(*(one(item) for item in prepared)))
+
+    async def settle(self, book: OrderBook) -> Settled:
+        """One round over a partition's open orders (staged in `book`; the caller commits)."""
+        result = Settled()
+        records = book.open_orders()
+        confirmed: dict[str, list[OrderRecord]] = defaultdict(list)
+        for record in records:
+            if record.in_flight:
+                await self._settle_in_flight(book, record, result)
+            else:
+                confirmed[record.last.symbol].append(record)
+        for symbol, group in sorted(confirmed.items()):
+            await self._settle_open(book, symbol, group, result)
+        return result
+
+    async def _settle_in_flight(self, book: OrderBook, record: OrderRecord, result: Settled) -> None:
+        coid = record.last.client_order_id
+        if record.expires_ms is None or not self.venue.clock.past(record.expires_ms):
+            result.pending = True  # a copy of the request could still be accepted: wait
+            return
+        try:
+            venue = await self.venue.query(coid, record.last.symbol)
+        except Exception as exc:  # the venue is unreachable or answered nonsense: next round
+            log.warning("order %s: query failed (%s); retried next round", coid, exc)
+            result.pending = True
+            return
+        resolution = self.engine.resolve_in_flight(book, coid, venue)
+        result.events.extend(resolution.events)
+        if resolution.resend is not None:
+            result.resends.append(resolution.resend)
+
+    async def _settle_open(self, book: OrderBook, symbol: str, group: list[OrderRecord], result: Settled) -> None:
+        try:
+            at_venue: dict[str, ExecResult] | None = await self.venue.open_orders(symbol)
+        except Exception as exc:
+            log.warning("openOrders %s failed (%s); querying its %d orders one by one", symbol, exc, len(group))
+            at_venue = None
+        for record in group:
+            coid = record.last.client_order_id
+            try:
+                venue = at_venue.get(coid) if at_venue is not None else None
+                if venue is None:
+                    # Not open any more (or no list): one query for its final state.
+                    venue = await self.venue.query(coid, symbol)
+                if venue is None:
+                    log.error("order %s is %s here but unknown to the venue", coid, record.status)
+                    continue
+                result.events.extend(self.engine.observe(book, coid, venue))
+                now = book.get(coid)
+                if now is not None and now.cancel_requested and not is_terminal(now.status):
+                    result.events.extend(await self.engine.cancel(book, coid))
+                    result.pending = True
+            except Exception as exc:
+                log.warning("order %s: settling failed (%s); retried next round", coid, exc)
+                result.pending = True
