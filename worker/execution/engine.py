@@ -93,8 +93,8 @@ class ExecutionEngine:
         self.policy = policy or PreTradePolicy.default()
         # Mode changes seen while preparing commands; the runtime drains them into the audit log.
         self.mode_switches: list[ModeSwitch] = []
-        # Stamps intents (live only): how old an in-flight order is decides if it may be resent.
-        self.clock = clock
+        # Stamps intents (live only) with the venue's clock: every request's expiry is on it.
+        self.clock = clock if clock is not None else getattr(executor, "clock", None)
 
     async def handle(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
         """Both phases at once: for executors without outside effects, and for tests."""

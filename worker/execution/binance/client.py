@@ -134,13 +134,14 @@ class BinanceClient:
         recv_window_ms: int = 5_000,
         budget: RateBudget | None = None,
         local_clock: TimeProvider | None = None,
+        clock_safety_ms: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.recv_window_ms = recv_window_ms
         self.budget = budget or RateBudget()
-        self.clock = VenueClock(local_clock or WallClock())
+        self.clock = VenueClock(local_clock or WallClock(), *(() if clock_safety_ms is None else (clock_safety_ms,)))
         self._session: aiohttp.ClientSession | None = None
         self._limits_loaded = False
         self._clock_checked_at: float | None = None

@@ -16,10 +16,11 @@ SAFETY_MS = 1_000
 
 
 class VenueClock:
-    def __init__(self, local: TimeProvider) -> None:
+    def __init__(self, local: TimeProvider, safety_ms: int = SAFETY_MS) -> None:
         self._local = local
+        self.safety_ms = safety_ms
         self.offset_ms = 0  # venue - local
-        self.uncertainty_ms = SAFETY_MS  # until measured, at least the safety margin
+        self.uncertainty_ms = safety_ms  # until measured, at least the safety margin
 
     def local_ms(self) -> int:
         return self._local.now_ms()
@@ -36,8 +37,8 @@ class VenueClock:
 
     def before(self, venue_ms: int) -> bool:
         """True if the venue's clock is certainly still before `venue_ms` (margin included)."""
-        return self.now_ms() + self.uncertainty_ms + SAFETY_MS < venue_ms
+        return self.now_ms() + self.uncertainty_ms + self.safety_ms < venue_ms
 
     def past(self, venue_ms: int) -> bool:
         """True if the venue's clock is certainly past `venue_ms` (margin included)."""
-        return self.now_ms() - self.uncertainty_ms - SAFETY_MS > venue_ms
+        return self.now_ms() - self.uncertainty_ms - self.safety_ms > venue_ms
