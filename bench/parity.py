@@ -31,11 +31,11 @@ from worker.execution.latency import LatencyModel
 from worker.execution.market import MarketView
 from worker.execution.order_state import OrderBook
 from worker.io.outbox import OutboxLine
-from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
 from worker.reporting.summary import latest_by_order
 from worker.runtime.replay import canonical_order, list_sink, replay
 from worker.runtime.summary import percentile
+from worker.runtime.venue import VenueSync
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
@@ -79,8 +79,8 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    venue = BinanceExecutor(BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), WallClock())
-    live = ExecutionEngine(venue, clock=WallClock())
+    venue = BinanceExecutor(BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)))
+    live = ExecutionEngine(venue)
     actual: dict[str, ExecEvent] = {}
     book = OrderBook()
     pinned = 0
@@ -101,9 +101,8 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
             for snapshot in snapshots[pinned:]:
                 await pin(snapshot)
             book.commit()
-            for record in book.open_orders():
-                outcome = await live.reconcile(book, record.last.client_order_id)
-                actual.update({e.client_order_id: e for e in outcome.events})
+            settled = await VenueSync(live, 4).settle(book)
+            actual.update({e.client_order_id: e for e in settled.events})
     finally:
         await venue.close()
         await runner.cleanup()

@@ -15,20 +15,31 @@ from worker.execution.binance.client import BinanceClient, VenueCredentials
 from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
-from worker.policy.clock import WallClock
+from worker.runtime.venue import VenueSync
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
 SOURCE = SourceRef(topic="decisions.v1", partition=0, offset=0)
 
 
-def executor(sandbox: RunningSandbox, timeout_s: float = 0.5, secret: str = DEFAULT_API_SECRET) -> BinanceExecutor:
-    client = BinanceClient(sandbox.url, VenueCredentials(DEFAULT_API_KEY, secret), timeout_s=timeout_s)
-    return BinanceExecutor(client, WallClock(), backoff_s=0.01, max_backoff_s=0.05)
+def executor(
+    sandbox: RunningSandbox,
+    timeout_s: float = 0.5,
+    secret: str = DEFAULT_API_SECRET,
+    recv_window_ms: int = 5_000,
+) -> BinanceExecutor:
+    client = BinanceClient(
+        sandbox.url,
+        VenueCredentials(DEFAULT_API_KEY, secret),
+        timeout_s=timeout_s,
+        recv_window_ms=recv_window_ms,
+        clock_safety_ms=50,  # loopback: the measured error is ~1 ms
+    )
+    return BinanceExecutor(client, backoff_s=0.01, max_backoff_s=0.05)
 
 
 def order(**fields: object) -> OrderCtx:
-    """A prepared order (rounded, with its id) for a decision with `fields` overridden."""
-    engine = ExecutionEngine(BinanceExecutor(BinanceClient("http://unused", VenueCredentials("k", "s")), WallClock()))
+    """A prepared order (rounded, with its id and its request stamped) for a decision with `fields` overridden."""
+    engine = ExecutionEngine(BinanceExecutor(BinanceClient("http://unused", VenueCredentials("k", "s"))))
     prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(**fields)), SOURCE)
     assert prepared.order is not None
     return prepared.order
@@ -64,15 +75,16 @@ async def test_timeout_after_accepting_is_resolved_by_query_not_resend(sandbox_f
     assert (entry["submits"], entry["accepts"]) == (1, 1)
 
 
-async def test_5xx_before_accepting_is_queried_then_resent_once(sandbox_factory: SandboxFactory) -> None:
+async def test_5xx_before_accepting_is_unknown_and_not_resent_by_the_executor(sandbox_factory: SandboxFactory) -> None:
+    # "Not found" right after a 5xx proves nothing: a copy may still arrive. The executor never
+    # resends; the engine decides after the request's expiry (test_resend_protocol.py).
     sandbox = await sandbox_factory(faults="script=5xx")
     venue = executor(sandbox)
     the_order = order()
     result = await venue.submit(the_order)
     await venue.close()
-    assert result.status is not OrderStatus.REJECTED
-    entry = (await sandbox.ledger())[the_order.client_order_id]
-    assert (entry["submits"], entry["accepts"]) == (1, 1)
+    assert (result.status, result.reason) == (OrderStatus.UNKNOWN, "unknown_outcome")
+    assert the_order.client_order_id not in await sandbox.ledger()
     assert sandbox.exchange.fault_counts == {"5xx": 1}
 
 
@@ -93,8 +105,8 @@ async def test_a_dropped_connection_is_an_unknown_outcome(sandbox_factory: Sandb
     the_order = order()
     result = await venue.submit(the_order)
     await venue.close()
-    assert result.status is not OrderStatus.REJECTED
-    assert (await sandbox.ledger())[the_order.client_order_id]["accepts"] == 1
+    assert result.status is OrderStatus.UNKNOWN
+    assert the_order.client_order_id not in await sandbox.ledger()
 
 
 async def test_429_honours_retry_after(sandbox_factory: SandboxFactory) -> None:
@@ -120,14 +132,14 @@ async def test_418_stops_all_sending(sandbox_factory: SandboxFactory) -> None:
     assert sandbox.exchange.fault_counts == {"418": 1}
 
 
-async def test_at_most_three_sends(sandbox_factory: SandboxFactory) -> None:
-    # Each 5xx is followed by a query (none: answered "does not exist"), which allows a resend.
-    sandbox = await sandbox_factory(faults="script=5xx;none;5xx;none;5xx;none;none;none")
+async def test_a_request_not_processed_is_tried_at_most_three_times(sandbox_factory: SandboxFactory) -> None:
+    sandbox = await sandbox_factory(faults="script=429;429;429,retry_after=0")
     venue = executor(sandbox)
     result = await venue.submit(order())
     await venue.close()
-    assert (result.status, result.reason) == (OrderStatus.REJECTED, "not_at_venue_after_retries")
-    assert sandbox.exchange.fault_counts == {"5xx": 3}
+    assert result.status is OrderStatus.REJECTED and result.reason is not None
+    assert result.reason.startswith("not_sent:HTTP 429")
+    assert sandbox.exchange.fault_counts == {"429": 3}
 
 
 async def test_venue_rejections_are_final(sandbox_factory: SandboxFactory) -> None:
@@ -163,7 +175,7 @@ async def test_an_unresolvable_outcome_stays_in_flight(sandbox_factory: SandboxF
     venue = executor(sandbox, timeout_s=0.3)
     result = await venue.submit(order())
     await venue.close()
-    assert (result.status, result.reason) == (OrderStatus.SUBMITTED, "unknown_outcome")
+    assert (result.status, result.reason) == (OrderStatus.UNKNOWN, "unknown_outcome")
 
 
 async def test_a_wrong_secret_is_refused(sandbox_factory: SandboxFactory) -> None:
@@ -192,7 +204,7 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     book.commit()
     # Someone sells down to our bid: the next order crosses and the resting one fills.
     await venue.submit(order(signal_row_id="mover", side="SELL", px="63990.00", tif="IOC"))
-    (filled,) = (await engine.reconcile(book, accepted.client_order_id)).events
+    (filled,) = (await VenueSync(engine, 4).settle(book)).events
     assert filled.status is OrderStatus.FILLED
     assert filled.event_id == f"{accepted.client_order_id}.3"
     assert filled.px_fill == Decimal("64000")
@@ -202,7 +214,7 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     assert (await sandbox.ledger())[accepted.client_order_id]["accepts"] == 1
 
 
-async def test_cancel_changes_state_only_on_the_venue_acknowledgement(sandbox_factory: SandboxFactory) -> None:
+async def test_cancel_is_an_intent_then_the_venue_acknowledgement(sandbox_factory: SandboxFactory) -> None:
     sandbox = await sandbox_factory()
     await seed_market(sandbox)
     venue = executor(sandbox)
@@ -217,18 +229,20 @@ async def test_cancel_changes_state_only_on_the_venue_acknowledgement(sandbox_fa
         Decision,
         decision_bytes(signal_row_id="c1", action="CANCEL", target_client_order_id=accepted.client_order_id),
     )
-    (canceled,) = (await engine.handle(book, cancel, SOURCE)).events
-    assert canceled.status is OrderStatus.CANCELED and canceled.event_id.endswith(".3")
+    (pending, canceled) = (await engine.handle(book, cancel, SOURCE)).events
+    assert (pending.status, pending.reason) == (OrderStatus.PENDING_CANCEL, "cancel_requested")
+    assert canceled.status is OrderStatus.CANCELED and canceled.event_id.endswith(".4")
     assert (await sandbox.ledger())[accepted.client_order_id]["status"] == "CANCELED"
     book.commit()
-    # A second cancel: the venue refuses (-2011), so nothing changes here.
     again = await engine.handle(book, cancel, SOURCE)
     assert again.events == () and again.dropped == "target_terminal"
-    # A cancel the venue refuses while the order is still open leaves it open.
+    # A cancel the venue refuses is recorded with the venue's reason; reconciliation then learns
+    # the order's real end.
     other = decode_json(Decision, decision_bytes(px="60001.00", signal_row_id="rest2"))
     (_, open_order) = (await engine.handle(book, other, SOURCE)).events
     book.commit()
-    sandbox.exchange.orders[open_order.client_order_id].status = "FILLED"  # filled behind our back
+    venue_order = sandbox.exchange.orders[open_order.client_order_id]
+    venue_order.fill(Decimal("60001"), venue_order.orig_qty)  # filled behind our back
     refused = await engine.handle(
         book,
         decode_json(
@@ -237,7 +251,10 @@ async def test_cancel_changes_state_only_on_the_venue_acknowledgement(sandbox_fa
         ),
         SOURCE,
     )
+    (_intent, refusal) = refused.events
+    assert refusal.status is OrderStatus.PENDING_CANCEL
+    assert refusal.reason is not None and refusal.reason.startswith("cancel_refused:venue:-2011")
+    book.commit()
+    (final,) = (await VenueSync(engine, 4).settle(book)).events
     await venue.close()
-    assert refused.events == () and refused.dropped is not None and refused.dropped.startswith("cancel_")
-    record = book.get(open_order.client_order_id)
-    assert record is not None and record.status is OrderStatus.ACCEPTED  # reconciliation will learn the fill
+    assert (final.status, final.qty_filled) == (OrderStatus.FILLED, open_order.qty)

@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_API_SECRET = "sandbox-secret"
 _COID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-_WEIGHTS = {"exchangeInfo": 20, "order:GET": 4, "order:POST": 1, "order:DELETE": 1, "cancelReplace": 1}
+_WEIGHTS = {
+    "exchangeInfo": 20,
+    "order:GET": 4,
+    "order:POST": 1,
+    "order:DELETE": 1,
+    "cancelReplace": 1,
+    "openOrders": 6,  # with a symbol (80 without; refused here)
+}
 
 
 class ApiError(Exception):
@@ -99,6 +106,7 @@ class SandboxExchange:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_post("/api/v3/order", self._new_order)
         app.router.add_get("/api/v3/order", self._query_order)
+        app.router.add_get("/api/v3/openOrders", self._open_orders)
         app.router.add_delete("/api/v3/order", self._cancel_order)
         app.router.add_post("/api/v3/order/cancelReplace", self._cancel_replace)
         app.router.add_get("/sandbox/ledger", self._ledger)
@@ -243,6 +251,15 @@ class SandboxExchange:
 
     async def _query_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:GET", lambda p: self._find(p, ErrorCode.NO_SUCH_ORDER).to_json())
+
+    async def _open_orders(self, request: web.Request) -> web.StreamResponse:
+        def listing(params: dict[str, str]) -> list[dict[str, Any]]:
+            symbol = params.get("symbol")
+            if not symbol:
+                raise ApiError(400, ErrorCode.MANDATORY_PARAM, "Mandatory parameter 'symbol' was not sent.")
+            return [o.to_json() for _, o in sorted(self.orders.items()) if o.symbol == symbol and o.is_open]
+
+        return await self._guarded(request, "openOrders", listing)
 
     async def _cancel_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:DELETE", self._cancel)

@@ -231,12 +231,30 @@ class BinanceClient:
         if timestamp_ms is not None and not self.clock.before(timestamp + window):
             raise RequestExpired(f"request expired at venue time {timestamp + window} before it was sent")
         signed = {**params, "recvWindow": str(window), "timestamp": str(timestamp)}
-        return await self._send(method, path, signed_query(signed, self._credentials.api_secret), weight)
+        body = await self._send(method, path, signed_query(signed, self._credentials.api_secret), weight)
+        if not isinstance(body, dict):
+            raise UnknownOutcome(f"HTTP 200: expected a JSON object from {path}")
+        return body
+
+    async def call_list(self, path: str, params: dict[str, str]) -> list[Any]:
+        """A signed GET whose answer is a JSON array (openOrders)."""
+        await self.start()
+        weight = WEIGHTS.get(("GET", path), 1)
+        if (wait := self.budget.wait_s(weight, False)) > 0:
+            await asyncio.sleep(wait)
+        signed = {**params, "recvWindow": str(self.recv_window_ms), "timestamp": str(self.clock.now_ms())}
+        body = await self._send("GET", path, signed_query(signed, self._credentials.api_secret), weight)
+        if not isinstance(body, list):
+            raise UnknownOutcome(f"HTTP 200: expected a JSON array from {path}")
+        return body
 
     async def _public(self, method: str, path: str) -> dict[str, Any]:
-        return await self._send(method, path, "", WEIGHTS.get((method, path), 1))
+        body = await self._send(method, path, "", WEIGHTS.get((method, path), 1))
+        if not isinstance(body, dict):
+            raise UnknownOutcome(f"HTTP 200: expected a JSON object from {path}")
+        return body
 
-    async def _send(self, method: str, path: str, query: str, weight: int) -> dict[str, Any]:
+    async def _send(self, method: str, path: str, query: str, weight: int) -> dict[str, Any] | list[Any]:
         if (banned := self.banned_for_s) > 0:
             raise VenueBanned(f"banned by the venue (HTTP 418) for {banned:.0f}s more", retry_after_s=banned)
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
@@ -259,7 +277,10 @@ class BinanceClient:
             raise VenueBanned("HTTP 418: IP banned by the venue", retry_after_s=retry_after or 60.0)
         if status == 429:
             raise NotSent("HTTP 429: rate limited", retry_after_s=retry_after or 1.0)
-        body = _json_object(raw)
+        parsed = _json(raw)
+        body = parsed if isinstance(parsed, dict) else None
+        if status < 400 and isinstance(parsed, list):
+            return parsed
         if status >= 500:
             raise UnknownOutcome(f"HTTP {status}" + (f": {body.get('msg', '')}" if body else " (no venue answer)"))
         if body is None:
@@ -277,12 +298,11 @@ class BinanceClient:
         return body
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
+def _json(raw: bytes) -> object:
     try:
-        body = orjson.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         return None
-    return body if isinstance(body, dict) else None
 
 
 def _seconds(value: str | None) -> float:

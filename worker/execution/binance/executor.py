@@ -123,10 +123,18 @@ class BinanceExecutor:
 
     async def open_orders(self, symbol: str) -> dict[str, ExecResult]:
         """Every open order of `symbol` at the venue, by client order id (one request, weight 6)."""
-        body = await self._retrying(_repeat_safe, "GET", {"symbol": symbol}, path="/api/v3/openOrders")
-        orders = body.get("orders") if isinstance(body, dict) and "orders" in body else body
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_tries),
+            wait=_wait(self._backoff),
+            retry=retry_if_exception(_repeat_safe),
+            reraise=True,
+        )
+        orders: list[Any] = []
+        async for attempt in retrying:
+            with attempt:
+                orders = await self.client.call_list("/api/v3/openOrders", {"symbol": symbol})
         result: dict[str, ExecResult] = {}
-        for entry in orders if isinstance(orders, list) else []:
+        for entry in orders:
             if isinstance(entry, dict) and isinstance(entry.get("clientOrderId"), str):
                 result[entry["clientOrderId"]] = self._from_venue(entry, None)
         return result
