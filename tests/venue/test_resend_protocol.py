@@ -252,7 +252,7 @@ async def test_200_resting_orders_settle_within_binance_weight_limit(sandbox_fac
     # Steady state: one openOrders (weight 6) per symbol per round. One query (weight 4) per open
     # order per round, as before, would be ~24,000: four times Binance's limit per minute.
     assert used <= 30 * 6 + 4 * 10, used  # (+ a query for the odd order that fills meanwhile)
-    assert first_round <= 6 + 4 * 200, first_round
+    assert first_round <= 1_000, first_round  # about one query per order that closed meanwhile
     assert "429" not in sandbox.exchange.fault_counts
     for coid, venue_order in sandbox.exchange.orders.items():
         record = book.get(coid)
