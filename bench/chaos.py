@@ -145,17 +145,15 @@ def chaos_decisions(count: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _produce(kafka: KafkaConfig, topic: str, values: list[dict[str, Any]], partitions: int) -> None:
+async def _produce(kafka: KafkaConfig, topic: str, values: list[dict[str, Any]]) -> None:
     producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
     await producer.start()
     try:
         futures = []
-        for index, value in enumerate(values):
-            futures.append(
-                await producer.send(
-                    topic, value=orjson.dumps(value), key=value["symbol"].encode(), partition=index % partitions
-                )
-            )
+        # Keyed by symbol with Kafka's default partitioner, as the worker checks (a decision on a
+        # partition its symbol does not map to is dead-lettered as misrouted).
+        for value in values:
+            futures.append(await producer.send(topic, value=orjson.dumps(value), key=value["symbol"].encode()))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -192,7 +190,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
 
     values = chaos_decisions(config.decisions, config.seed)
     report.decisions = len(values)
-    await _produce(kafka, topics.role("decisions").name, values, config.partitions)
+    await _produce(kafka, topics.role("decisions").name, values)
 
     prices = workdir / "prices.json"
     prices.write_text(json.dumps({symbol: start for symbol, start, *_ in SYMBOLS}))

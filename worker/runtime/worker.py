@@ -27,7 +27,6 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from worker.codec.errors import DecodeError, ErrorClass
-from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
@@ -336,8 +335,9 @@ class ExecWorker:
                 await self.reconcile(owner)
 
     def in_flight(self) -> int:
+        """Orders whose fate at the venue is not known yet, and cancels not yet confirmed."""
         return sum(
-            1 for owner in self._owners.values() for r in owner.book.open_orders() if r.status is OrderStatus.SUBMITTED
+            1 for owner in self._owners.values() for r in owner.book.open_orders() if r.in_flight or r.cancel_requested
         )
 
     async def _drained(self, consumer: AIOKafkaConsumer) -> bool:
