@@ -39,13 +39,14 @@ TopicsFactory = Callable[..., Awaitable[TestTopics]]
 
 @pytest.fixture
 async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[TopicsFactory]:
-    """Makes a private copy of topics.yaml (random suffix, optional format overrides) and its topics."""
+    """Makes a private copy of topics.yaml (or `source`; random suffix, optional format overrides)
+    and its topics."""
     created: list[TestTopics] = []
 
-    async def make(partitions: int | None = None, **formats: str) -> TestTopics:
+    async def make(partitions: int | None = None, source: Path | None = None, **formats: str) -> TestTopics:
         suffix = uuid.uuid4().hex[:8]
         path = tmp_path / f"topics-{suffix}.yaml"
-        file = write_variant(ROOT / "topics.yaml", path, suffix, partitions, formats)
+        file = write_variant(source or ROOT / "topics.yaml", path, suffix, partitions, formats)
         async with kafka.admin_session() as admin:
             await apply_topics(admin, file)
         made = TestTopics(path, file, suffix)

@@ -134,3 +134,22 @@ async def test_every_event_of_the_sample_is_valid_against_the_contract() -> None
             assert encode_json(ExecEvent.model_validate_json(wire)) == wire
             statuses.add(event.status)
     assert {OrderStatus.FILLED, OrderStatus.DENIED, OrderStatus.THROTTLED, OrderStatus.REJECTED} <= statuses
+
+
+def test_a_live_intent_event_is_canonical_json_starting_with_its_event_id() -> None:
+    # Intents carry optional fields (recv_window_ms, attempt, ...) with defaults; built without
+    # validation they must still serialize in declared order: the outbox finds an event's id at
+    # the start of its line (a line starting otherwise failed every later publish to its file,
+    # and so every takeover's outbox catch-up).
+    from worker.contract.events import ExecEvent
+    from worker.execution.binance.client import BinanceClient, VenueCredentials
+    from worker.execution.binance.executor import BinanceExecutor
+    from worker.io.outbox import event_id_of
+
+    live = ExecutionEngine(BinanceExecutor(BinanceClient("http://127.0.0.1:1", VenueCredentials("k", "s"))))
+    prepared = live.prepare(OrderBook(), decode_json(Decision, decision_bytes()), SOURCE)
+    (intent,) = prepared.events
+    assert intent.status is OrderStatus.SUBMITTED and intent.recv_window_ms == 5_000 and intent.attempt == 1
+    wire = encode_json(intent)
+    assert event_id_of(wire) == intent.event_id
+    assert encode_json(ExecEvent.model_validate_json(wire)) == wire

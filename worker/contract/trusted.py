@@ -17,8 +17,9 @@ from pydantic import BaseModel
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Per model: the defaults of its optional fields (immutable values only: None, Decimal, enums)
-# and its field count. Cached: `model_fields` is a computed class property, itself ~1 us.
-_SHAPES: dict[type[BaseModel], tuple[dict[str, Any], int]] = {}
+# and its field names in declared order. Cached: `model_fields` is a computed class property,
+# itself ~1 us.
+_SHAPES: dict[type[BaseModel], tuple[dict[str, Any], tuple[str, ...]]] = {}
 
 
 def trusted(model: type[ModelT], /, **values: Any) -> ModelT:
@@ -29,10 +30,17 @@ def trusted(model: type[ModelT], /, **values: Any) -> ModelT:
     """
     shape = _SHAPES.get(model)
     if shape is None:
-        shape = _SHAPES[model] = (_defaults_of(model), len(model.model_fields))
-    defaults, field_count = shape
-    fields = {**defaults, **values} if defaults else values
-    if len(fields) != field_count:
+        shape = _SHAPES[model] = (_defaults_of(model), tuple(model.model_fields))
+    defaults, names = shape
+    fields, unknown_given = values, False
+    if defaults:
+        # In declared order: the serializer writes `__dict__` in its order, and canonical JSON
+        # (the outbox's dedupe, replay digests) starts with the first declared field.
+        merged = {**defaults, **values}
+        fields = {name: merged[name] for name in names if name in merged}
+        unknown_given = len(fields) != len(merged)
+    if unknown_given or len(fields) != len(names):
+        fields = {**defaults, **values}
         missing = sorted(set(model.model_fields) - set(fields))
         unknown = sorted(set(fields) - set(model.model_fields))
         raise TypeError(f"{model.__name__}: missing fields {missing}, unknown fields {unknown}")

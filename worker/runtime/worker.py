@@ -383,6 +383,7 @@ class ExecWorker:
         # aborted batch processed again meets the same rate wall and modes.
         policy = owner.policy.copy()
         self.engine.policy.state = policy
+        first_switch = len(self.engine.mode_switches)
         for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
             for record in records:
                 consumed += 1
@@ -409,6 +410,11 @@ class ExecWorker:
                 if prepared.needs_executor:
                     to_send.append(prepared)
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        # The batch's mode switches are audited only if it commits, like its policy state: an
+        # aborted batch processed again meets (and would log) the same switches again. Taken out
+        # before the first await, so other partitions' batches never see them.
+        switches = self.engine.mode_switches[first_switch:]
+        del self.engine.mode_switches[first_switch:]
 
         if not self.engine.executor.requires_intent:
             # No effects outside Kafka: execute now, commit everything in one transaction.
@@ -417,6 +423,7 @@ class ExecWorker:
             dropped += [result.dropped for result in sent if result.dropped]
             if await self._transact(owner, events, dead, offsets):
                 owner.policy = policy
+                self.engine.mode_switches.extend(switches)
                 self._account(consumed, events, dead, dropped)
             return
 
@@ -426,6 +433,7 @@ class ExecWorker:
         if not await self._transact(owner, decided, dead, offsets):
             return
         owner.policy = policy
+        self.engine.mode_switches.extend(switches)
         self._account(consumed, decided, dead, dropped)
         await self._send_committed(owner, to_send)
 

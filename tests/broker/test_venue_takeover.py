@@ -1,0 +1,248 @@
+"""Issue 10, the venue side of a takeover, with real processes: `execworker run --executor sandbox`
+workers against the sandbox exchange (in this process, over real HTTP) and the real broker.
+
+  * a worker killed between its committed cancel intent and the DELETE: the next owner cancels;
+  * a worker frozen (SIGSTOP) past its session timeout with committed intents not yet sent, its
+    partitions taken over and finished by another worker, then resumed (SIGCONT): no client
+    order id is accepted twice.
+
+Both failed on the code before the fix (commit d085908); docs/guarantees.md names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+import subprocess
+import threading
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from examples.gen_decisions import decisions
+from tests.broker.helpers import TestTopics, eventually, produce, read_records, spawn_worker
+from tests.factories import decision_dict
+from worker.contract.enums import OrderStatus
+from worker.contract.state_machine import is_terminal
+from worker.io.kafka import KafkaConfig
+from worker.sandbox.faults import FaultPlan
+from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
+from worker.sandbox.server import SandboxExchange
+
+ACQUIRED = re.compile(r"partition (\d+) acquired")
+
+
+@dataclass
+class Venue:
+    """The sandbox exchange, and a switch that makes it hold every DELETE without an answer."""
+
+    exchange: SandboxExchange
+    url: str = ""
+    hold_cancels: bool = False
+    cancel_held: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def accepts(self) -> Counter[str]:
+        return Counter({coid: entry.accepts for coid, entry in self.exchange.ledger.items()})
+
+
+VenueFactory = Callable[..., Awaitable[Venue]]
+
+
+@pytest.fixture
+async def venue_factory() -> AsyncIterator[VenueFactory]:
+    runners: list[tuple[Venue, web.AppRunner]] = []
+
+    async def start(faults: str | None = None) -> Venue:
+        venue = Venue(SandboxExchange(Market(DEFAULT_SYMBOLS, random.Random(0)), FaultPlan.parse(faults), 0))
+
+        @web.middleware
+        async def hold(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if venue.hold_cancels and request.method == "DELETE" and request.path == "/api/v3/order":
+                # Never processed, never answered: the connection is dropped at the end of the test.
+                venue.cancel_held.set()
+                await venue.released.wait()
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=599)
+            return await handler(request)
+
+        app = venue.exchange.app()
+        app.middlewares.append(hold)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        venue.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runners.append((venue, runner))
+        return venue
+
+    yield start
+    for venue, runner in runners:
+        venue.released.set()
+        await runner.cleanup()
+
+
+class Worker:
+    """An `execworker run --executor sandbox` process; its log lines are collected as they come."""
+
+    def __init__(self, topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str) -> None:
+        self.process = spawn_worker(topics, kafka, group, outbox, *extra)
+        self.lines: list[str] = []
+        assert self.process.stderr is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:
+            self.lines.append(raw.decode(errors="replace"))
+
+    def acquired(self, since: int = 0) -> set[int]:
+        return {int(m.group(1)) for line in self.lines[since:] if (m := ACQUIRED.search(line))}
+
+    def log(self) -> str:
+        return "".join(self.lines)[-4000:]
+
+    async def wait(self, timeout_s: float) -> int:
+        try:
+            return await asyncio.to_thread(self.process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait, 30)
+            pytest.fail(f"worker did not exit within {timeout_s}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def sandbox_args(venue: Venue, *extra: str) -> tuple[str, ...]:
+    return ("--executor", "sandbox", "--venue-url", venue.url, "--session-timeout-ms", "6000", *extra)
+
+
+async def exec_events(kafka: KafkaConfig, topics: TestTopics) -> list[tuple[int, dict[str, Any]]]:
+    return [(p, orjson.loads(v)) for p, _, v in await read_records(kafka, topics.name("exec_events"))]
+
+
+async def test_crash_between_the_cancel_intent_and_the_delete_still_cancels_the_order(
+    kafka: KafkaConfig, topics: TestTopics, venue_factory: VenueFactory, tmp_path: Path
+) -> None:
+    venue = await venue_factory()
+    group, outbox = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox"
+    # A limit buy below the market: it rests on the venue's book.
+    await produce(kafka, topics.name("decisions"), [(b"BTCUSDT", orjson.dumps(decision_dict(signal_row_id="rest")))])
+    first = Worker(topics, kafka, group, outbox, *sandbox_args(venue, "--venue-timeout-s", "1"))
+    try:
+
+        async def resting() -> str | None:
+            accepted = [e for _, e in await exec_events(kafka, topics) if e["status"] == "ACCEPTED"]
+            return accepted[0]["client_order_id"] if accepted else None
+
+        await eventually(lambda: _truthy(resting()), timeout_s=60, what="the order to rest on the venue")
+        coid = await resting()
+        assert coid is not None
+        # From now on the venue never answers a DELETE (nor processes it).
+        venue.hold_cancels = True
+        cancel = decision_dict(signal_row_id="cancel", action="CANCEL", target_client_order_id=coid)
+        await produce(kafka, topics.name("decisions"), [(b"BTCUSDT", orjson.dumps(cancel))])
+        await asyncio.wait_for(venue.cancel_held.wait(), timeout=60)
+    finally:
+        first.kill()  # kill -9 while its DELETE is at the venue, unanswered
+    venue.hold_cancels = False
+
+    second = Worker(topics, kafka, group, outbox, *sandbox_args(venue, "--until-drained"))
+    code = await second.wait(120)
+    assert code == 0, second.log()
+
+    assert venue.exchange.ledger[coid].status == "CANCELED"
+    assert venue.accepts()[coid] == 1
+    statuses = [e["status"] for _, e in await exec_events(kafka, topics) if e["client_order_id"] == coid]
+    assert statuses[-1] == "CANCELED" and statuses.count("CANCELED") == 1, statuses
+    assert "PENDING_CANCEL" in statuses  # the intent was committed before the DELETE
+
+
+async def _truthy(value: Awaitable[object]) -> bool:
+    return bool(await value)
+
+
+def ioc_decisions(count: int, seed: int) -> list[dict[str, object]]:
+    """Sample decisions, all IOC or MARKET: every order is final at once at the venue, and its
+    client order id is free again there, which is what makes a late copy dangerous."""
+    rows = []
+    for row in decisions(count, seed):
+        row["tif"] = "IOC"
+        rows.append(row)
+    return rows
+
+
+async def test_a_paused_worker_resumed_after_a_takeover_gets_no_order_accepted_twice(
+    kafka: KafkaConfig, topics: TestTopics, venue_factory: VenueFactory, tmp_path: Path
+) -> None:
+    # Every order request waits 300-600 ms at the venue, so a batch's committed intents queue up
+    # behind the 16 concurrent sends: most of them are not signed yet when the worker freezes.
+    venue = await venue_factory("latency=300-600ms")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    args = sandbox_args(venue, "--recv-window-ms", "3000", "--reconcile-interval-ms", "200", "--venue-timeout-s", "2")
+    frozen = Worker(topics, kafka, group, tmp_path / "outbox-1", *args)
+    other = Worker(topics, kafka, group, tmp_path / "outbox-2", *args)
+    try:
+
+        async def both_own_partitions() -> bool:
+            return bool(frozen.acquired()) and bool(other.acquired()) and not frozen.acquired() & other.acquired()
+
+        await eventually(both_own_partitions, timeout_s=60, what="both workers to own partitions")
+        mine = frozen.acquired()
+        rows = ioc_decisions(300, seed=41)
+        await produce(kafka, topics.name("decisions"), [(str(r["symbol"]).encode(), orjson.dumps(r)) for r in rows])
+
+        async def intents_committed() -> bool:
+            return any(p in mine and e["status"] == "SUBMITTED" for p, e in await exec_events(kafka, topics))
+
+        await eventually(intents_committed, timeout_s=60, what="the first intents of the frozen worker")
+        frozen.process.send_signal(signal.SIGSTOP)
+        paused_at = len(other.lines)
+
+        async def taken_over() -> bool:
+            return mine <= other.acquired(paused_at)
+
+        await eventually(taken_over, timeout_s=60, what="the other worker to take the frozen one's partitions")
+        expected = {str(r["signal_row_id"]) for r in rows}
+
+        async def all_final() -> bool:
+            events = await exec_events(kafka, topics)
+            return {e["signal_row_id"] for _, e in events if is_terminal(OrderStatus(e["status"]))} == expected
+
+        await eventually(all_final, timeout_s=60, what="every decision to reach a final state")
+        resumed_at = len(frozen.lines)
+        frozen.process.send_signal(signal.SIGCONT)
+
+        # Whatever the resumed worker still had queued runs first; then it rejoins the group.
+        async def rejoined() -> bool:
+            return bool(frozen.acquired(resumed_at))
+
+        await eventually(rejoined, timeout_s=60, what="the resumed worker to rejoin the group")
+        frozen.process.send_signal(signal.SIGTERM)
+        other.process.send_signal(signal.SIGTERM)
+        assert await frozen.wait(60) == 0, frozen.log()
+        assert await other.wait(60) == 0, other.log()
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.kill()
+        other.kill()
+
+    twice = {coid: n for coid, n in venue.accepts().items() if n > 1}
+    assert twice == {}, f"{len(twice)} client order ids accepted twice"
+    terminal = Counter(
+        e["signal_row_id"] for _, e in await exec_events(kafka, topics) if is_terminal(OrderStatus(e["status"]))
+    )
+    assert set(terminal) == expected and set(terminal.values()) == {1}
