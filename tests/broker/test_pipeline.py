@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.bad_corpus import BAD_DECISIONS
 from tests.broker.helpers import TestTopics, committed_offsets, drain, end_offsets, produce, read_records
 from worker.io.kafka import KafkaConfig
 from worker.io.outbox import Outbox
+from worker.runtime.dlq import DLQ_VALUE_KEEP_BYTES
 from worker.runtime.summary import RunSummary
 
 
@@ -58,10 +60,18 @@ async def test_every_decision_gets_one_event_and_bad_input_lands_in_the_dlq(
 
     dlq = [orjson.loads(value) for _, _, value in await read_records(kafka, topics.name("dlq"))]
     assert len(dlq) == len(BAD_DECISIONS)
+    # Kept whole, or (over 64 KiB) its first 64 KiB with the whole value's size and sha256.
     originals = Counter(
-        (base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None, r["error_class"]) for r in dlq
+        (
+            r.get("value_sha256") or base64.b64decode(r["value_b64"]) if r["value_b64"] is not None else None,
+            r["error_class"],
+        )
+        for r in dlq
     )
-    assert originals == Counter((raw, cls) for _, raw, cls in BAD_DECISIONS)
+    assert originals == Counter(
+        (hashlib.sha256(raw).hexdigest() if raw is not None and len(raw) > DLQ_VALUE_KEEP_BYTES else raw, cls)
+        for _, raw, cls in BAD_DECISIONS
+    )
     assert all(r["reason"] and r["source"]["topic"] == topics.name("decisions") for r in dlq)
 
     # The outbox holds exactly the committed events, line for line.

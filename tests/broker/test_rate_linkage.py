@@ -10,7 +10,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pytest
 
+from tests.broker.conftest import TopicsFactory
 from tests.broker.helpers import ROOT, TestTopics, drain, make_worker, produce, read_records
 from tests.factories import decision_dict
 from worker.execution.backtest import BacktestExecutor
@@ -23,6 +25,13 @@ from worker.policy.rng import Rng
 # examples/modes.yaml: Europe/Berlin; day = 3 orders/s per symbol; night (22:00-06:00) = 1/s.
 NOON = int(datetime(2026, 1, 14, 11, 0, tzinfo=UTC).timestamp() * 1000)  # 12:00 in Berlin (CET)
 NIGHT = int(datetime(2026, 1, 14, 22, 30, tzinfo=UTC).timestamp() * 1000)  # 23:30 in Berlin
+
+
+@pytest.fixture
+async def topics(topics_factory: TopicsFactory) -> TestTopics:
+    """One partition per topic: these tests key several symbols alike so that one worker sees them
+    in one input order, and the rate wall is per input partition."""
+    return await topics_factory(partitions=1)
 
 
 def modes_engine() -> ExecutionEngine:
