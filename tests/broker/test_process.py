@@ -88,6 +88,7 @@ async def test_sigterm_drains_commits_and_exits_cleanly(kafka: KafkaConfig, topi
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err.decode()[-2000:]
     assert b"execworker run summary" in out
+    assert b"  rules (enforce | observe | off)\n    mode default: all enforce\n" in out
     await assert_exactly_once(kafka, topics, values, outbox)
     assert Outbox(outbox).leftover_parts() == []
     committed = await committed_offsets(kafka, group, topics.name("decisions"))

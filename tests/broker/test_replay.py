@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+from aiokafka.admin import NewTopic
 
 from examples.gen_decisions import decisions
 from tests.broker.conftest import TopicsFactory
@@ -94,7 +95,10 @@ async def test_replay_of_an_avro_file_to_a_topic_streams_the_same_events_as_the_
     fastavro.writer(buffer, schema, [{**optional, **r} for r in rows])
     avro.write_bytes(buffer.getvalue())
     topics = await topics_factory()
-    target = topics.name("exec_events")
+    # A topic of the replay's own: replay --to-topic refuses the live exec_events role.
+    target = f"{topics.name('exec_events')}.replay"
+    async with kafka.admin_session() as admin:
+        await admin.create_topics([NewTopic(target, 6, 1)])
 
     from_json, _ = replay("--from-file", str(jsonl))
     common = ["--bootstrap-servers", kafka.bootstrap_servers, "--topics", str(topics.path)]
@@ -108,6 +112,8 @@ async def test_replay_of_an_avro_file_to_a_topic_streams_the_same_events_as_the_
     for symbol in {r["symbol"] for r in rows}:
         marker = f'"symbol":"{symbol}"'.encode()
         assert [v for v in published if marker in v] == [line for line in lines if marker in line]
+    async with kafka.admin_session() as admin:
+        await admin.delete_topics([target])
 
 
 def without_source(line: bytes) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,10 +19,12 @@ from worker.execution.engine import EngineConfig, ExecutionEngine
 from worker.execution.fills import FillModel, fill_model
 from worker.execution.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
 from worker.io.kafka import KafkaConfig, read_committed_topic
+from worker.io.live_topics import live_topic_problem
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
 from worker.runtime.replay import ReplaySink, outbox_sink, read_input_file, replay
+from worker.runtime.summary import render_rules
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +41,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--from-ts", type=int, help="with --from-topic: start at this timestamp (ms)")
     parser.add_argument("--out", type=Path, help="write the outbox layout (ready/exec_events/...) here")
-    parser.add_argument("--to-topic", help="also publish the exec-events to this topic")
+    parser.add_argument(
+        "--to-topic",
+        help="also publish the exec-events to this topic (never a live one: see --force-into-live-topic)",
+    )
+    parser.add_argument(
+        "--force-into-live-topic",
+        action="store_true",
+        help="write --to-topic even if it is a live exec_events/dlq/shadow_events topic or holds a "
+        "live worker's transactional output",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated latency")
     parser.add_argument("--modes", type=Path, help="strategy modes file; modes follow sim-time")
     parser.add_argument(
@@ -116,7 +128,30 @@ def rounding_from(args: argparse.Namespace) -> PriceRounding:
         raise UsageError("--price-rounding: use passive, aggressive or nearest") from None
 
 
+async def target_topic(args: argparse.Namespace) -> str | None:
+    """The --to-topic name, after refusing a live one unless --force-into-live-topic."""
+    if not args.to_topic:
+        if args.force_into_live_topic:
+            raise UsageError("--force-into-live-topic applies to --to-topic only")
+        return None
+    target = resolve_topic(topics_from(args), args.to_topic)
+    kafka = kafka_from(args)
+    await kafka.check_reachable()
+    problem = await live_topic_problem(kafka, topics_from(args), target)
+    if problem is None:
+        return target
+    if args.force_into_live_topic:
+        print(f"warning: --force-into-live-topic: {problem}", file=sys.stderr)
+        return target
+    raise UsageError(
+        f"--to-topic {args.to_topic}: refused, {problem}. Replayed events there would be taken for "
+        f"live ones. Publish the replay to a topic of its own (e.g. --to-topic {target}.replay-NAME) or "
+        "write it with --out DIR; add --force-into-live-topic only if nothing live uses this topic."
+    )
+
+
 async def run_replay(args: argparse.Namespace) -> int:
+    target = await target_topic(args)
     if args.from_file is not None:
         if not args.from_file.is_file():
             raise UsageError(f"--from-file {args.from_file}: no such file")
@@ -135,8 +170,7 @@ async def run_replay(args: argparse.Namespace) -> int:
     if args.out:
         sinks.append(outbox_sink(Outbox(args.out)))
     async with AsyncExitStack() as stack:
-        if args.to_topic:
-            target = resolve_topic(topics_from(args), args.to_topic)
+        if target is not None:
             sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
         result = await replay(engine, values, sinks)
     print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
@@ -148,6 +182,8 @@ async def run_replay(args: argparse.Namespace) -> int:
         print("  undecodable input: " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())))
     if args.out:
         print(f"outbox: {args.out}/ready/exec_events/")
+    for line in render_rules(engine.policy.rules_overview(), result.observed):
+        print(line)
     for switch in engine.mode_switches:
         print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
     print(f"sha256:{result.digest}")

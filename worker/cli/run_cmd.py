@@ -176,6 +176,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         worker = ExecWorker(settings, topics, engine)
     except OSError as exc:
         raise UsageError(f"--outbox {settings.outbox_dir}: cannot use it ({exc.strerror})") from None
+    worker.summary.rules = engine.policy.rules_overview()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.request_stop)

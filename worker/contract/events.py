@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.contract.enums import OrderStatus, OrderType, Side, TimeInForce
 from worker.contract.orders import SourceRef
-from worker.contract.types import DecimalStr, NonNegativeDecimal, PositiveDecimal, Symbol
+from worker.contract.types import DecimalStr, NonNegativeDecimal, PositiveDecimal, RuleName, Symbol
 
 # Field order is the wire order: exec-events are serialised canonically (declared order, no
 # whitespace) so that a replay can be compared byte for byte. Never reorder; only append.
@@ -64,6 +64,14 @@ class ExecEvent(BaseModel):
     )
     order_type: OrderType | None = Field(default=None, exclude_if=_absent, description="LIMIT or MARKET, on intents.")
     tif: TimeInForce | None = Field(default=None, exclude_if=_absent, description="Time in force, on intents.")
+    observed: tuple[RuleName, ...] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description=(
+            "Rollout: rules in `observe` state that would have stopped this order, which went ahead "
+            "(sorted rule names, on every event of the order); absent when none."
+        ),
+    )
 
 
 class Header(BaseModel):

@@ -13,6 +13,7 @@ from worker.contract.types import (
     NonNegativeDecimal,
     PositiveDecimal,
     RowId,
+    RuleName,
     Symbol,
     TimestampMs,
 )
@@ -61,6 +62,9 @@ class OrderCtx(BaseModel):
     sent_ts_ms: int | None = Field(default=None, description="The request's timestamp (venue clock, ms).")
     recv_window_ms: int | None = Field(default=None, description="The request's recvWindow (ms).")
     attempt: int = Field(default=1, ge=1, description="Which intent of this order the request belongs to.")
+    observed: tuple[RuleName, ...] | None = Field(
+        default=None, description="Rules in `observe` that would have stopped this order (sorted); absent when none."
+    )
 
 
 class ExecResult(BaseModel):

@@ -83,3 +83,5 @@ TimestampMs = Annotated[int, Field(ge=MIN_TS_MS, le=MAX_TS_MS, strict=True)]
 Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$", strict=True)]
 RowId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", strict=True)]
 Label = Annotated[str, Field(max_length=64, strict=True)]
+# Rule names of `worker.policy.rules` (warmup, guard, ...), for the optional `observed` field.
+RuleName = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$", strict=True)]

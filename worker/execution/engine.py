@@ -168,6 +168,7 @@ class ExecutionEngine:
             scenario=decision.scenario,
             mode=mode,
             source=source,
+            observed=verdict.gate.observed or None,  # rules in `observe` that would have stopped it
         )
         if not self.executor.requires_intent:
             return Prepared(order=order)
@@ -462,6 +463,7 @@ class ExecutionEngine:
             mode=order.mode,
             scenario=order.scenario,
             source=order.source,
+            observed=order.observed,
         )
 
 
@@ -496,6 +498,7 @@ def _order_from_intent(intent: ExecEvent) -> OrderCtx:
         scenario=intent.scenario,
         mode=intent.mode,
         source=intent.source,
+        observed=intent.observed,
     )
 
 

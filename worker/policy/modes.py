@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from worker.policy.rules import RulesConfig, RulesConfigError, parse_rules
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class ModeManager:
     explicit: str | None = None
     # Venue grid per symbol (tick, step, min notional), for sizing signals; from the modes file.
     symbol_filters: dict[str, SymbolFilters] = field(default_factory=dict)
+    # Rollout state of each pass-through rule (enforce/observe/off), per mode and symbol.
+    rules: RulesConfig = field(default_factory=RulesConfig)
     _market_active: bool = False
 
     def __post_init__(self) -> None:
@@ -194,6 +199,7 @@ def load_modes(path: Path) -> ModeManager:
         schedule: list[_Window] = []
         market: _Market | None = None
         symbols: dict[str, _Filters] = {}
+        rules: dict[str, Any] | None = None
 
     try:
         raw = _File.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
@@ -213,6 +219,10 @@ def load_modes(path: Path) -> ModeManager:
             market=MarketTrigger(raw.market.mode, raw.market.on_at, raw.market.off_at) if raw.market else None,
         )
     except ValueError as exc:
+        raise ModesConfigError(f"{path}: {exc}") from None
+    try:
+        manager.rules = parse_rules(raw.rules, manager.modes)
+    except RulesConfigError as exc:
         raise ModesConfigError(f"{path}: {exc}") from None
     manager.symbol_filters = {
         name: SymbolFilters(f.tick_size, f.step_size, f.min_notional) for name, f in raw.symbols.items()

@@ -8,6 +8,13 @@ wall's buckets, the adaptive factor) is a `PolicyState` per input partition: the
 it with the partition's batch, drops it when the batch's transaction aborts, and rebuilds it from
 the partition's exec-events on takeover, so processing an input again gives the same events. A
 mode is tracked per symbol so that its switches are ordered by that symbol's own event time.
+
+Each rule is enforced, observed or off per (mode, symbol) (`worker.policy.rules`). The wall the
+rate limits are checked against is the adaptive one (scaled by upstream gate statistics and the
+harvester's loss ratio) unless `adaptive_throttle` is not enforced: then a plain wall (the mode's
+rates as they are) decides, and with `adaptive_throttle: observe` the adaptive wall is asked too,
+for every order the plain one admits. A wall in `observe` is asked exactly as an enforced one
+(an order it refuses takes no token), so it counts what enforcing it would stop.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, HarvestHealth
-from worker.policy.gating import GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
-from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams
+from worker.policy.gating import PASS, GateOutcome, GatePolicy, GateVerdict, pre_trade_gate
+from worker.policy.modes import ModeManager, ModeSwitch, ScenarioParams, load_modes
+from worker.policy.rules import EffectiveRules, Rule, RuleState
 from worker.policy.throttle import OrderRateWall, RateLimits, adaptive_factor
 
 DEFAULT_MODE = "default"
@@ -60,6 +69,7 @@ class PolicyState:
 
     symbol_mode: dict[str, str] = field(default_factory=dict)
     wall: OrderRateWall | None = None
+    plain: OrderRateWall | None = None  # the wall without adaptive scaling, when a rule needs it
     factor: float = 1.0  # adaptive scaling of every rate, from upstream gate statistics
     health_version: int = 0  # the feed-health factors last applied to `wall`
 
@@ -75,6 +85,7 @@ class PreTradePolicy:
     _health_factor: dict[str, float] = field(default_factory=dict)
     _health_version: int = 0
     _gates: dict[str, GatePolicy] = field(default_factory=dict)  # per mode, built once
+    _rules: dict[tuple[str, str], EffectiveRules] = field(default_factory=dict)  # per (mode, symbol)
     switches: int = 0
 
     @property
@@ -101,15 +112,64 @@ class PreTradePolicy:
         gates = self._gates.get(mode)
         if gates is None:
             gates = self._gates[mode] = GatePolicy(min_consistency=self.modes.modes[mode].min_consistency)
-        gate = pre_trade_gate(decision, client_order_id, gates)
-        if gate.outcome is GateOutcome.PASS and decision.symbol in self._stale:
-            gate = GateVerdict(GateOutcome.DENY, "harvest_stale")
+        rules = self.rules_for(mode, decision.symbol)
+        gate = pre_trade_gate(decision, client_order_id, gates, rules)
         if gate.outcome is GateOutcome.PASS:
-            assert state.wall is not None
-            reason = state.wall.admit(decision.symbol, now)
-            if reason is not None:
-                gate = GateVerdict(GateOutcome.THROTTLE, reason)
+            gate = self._after_gates(decision.symbol, now, rules, gate.observed)
         return Verdict(mode, gate, switch)
+
+    def rules_for(self, mode: str, symbol: str) -> EffectiveRules:
+        """The rule states an order of `symbol` in `mode` is checked with (resolved once)."""
+        rules = self._rules.get((mode, symbol))
+        if rules is None:
+            rules = self._rules[(mode, symbol)] = self.modes.rules.resolve(mode, symbol)
+        return rules
+
+    def rules_overview(self) -> list[str]:
+        """The effective rules per mode (and per symbol override), one line each."""
+        return self.modes.rules.overview(self.modes.modes)
+
+    def _after_gates(self, symbol: str, now: int, rules: EffectiveRules, observed: tuple[str, ...]) -> GateVerdict:
+        """The stale-feed halt and the rate wall, for an order the upstream-state gates let go."""
+        seen = list(observed)
+        if symbol in self._stale:
+            state = rules.states[Rule.HARVEST_HEALTH]
+            if state is RuleState.ENFORCE:
+                return GateVerdict(GateOutcome.DENY, "harvest_stale")
+            if state is RuleState.OBSERVE:
+                seen.append(Rule.HARVEST_HEALTH.value)
+        reason, wall_observed = self._wall_stage(symbol, now, rules)
+        if reason is not None:
+            return GateVerdict(GateOutcome.THROTTLE, reason)
+        seen += wall_observed
+        if not seen:
+            return PASS
+        return GateVerdict(GateOutcome.PASS, None, tuple(sorted(seen)))
+
+    def _wall_stage(self, symbol: str, now: int, rules: EffectiveRules) -> tuple[str | None, list[str]]:
+        """Asks the wall(s) the rules name: (the reason of an enforced refusal, rules observed)."""
+        wall_state = rules.states[Rule.RATE_WALL]
+        if wall_state is RuleState.OFF:
+            return None, []
+        state = self.state
+        assert state.wall is not None
+        adaptive = rules.states[Rule.ADAPTIVE_THROTTLE]
+        wall = state.wall if adaptive is RuleState.ENFORCE else self._plain_wall()
+        reason = wall.admit(symbol, now)
+        if reason is not None:
+            if wall_state is RuleState.ENFORCE:
+                return reason, []
+            return None, [Rule.RATE_WALL.value]
+        if adaptive is RuleState.OBSERVE and state.wall.admit(symbol, now) is not None:
+            return None, [Rule.ADAPTIVE_THROTTLE.value]
+        return None, []
+
+    def _plain_wall(self) -> OrderRateWall:
+        state = self.state
+        if state.plain is None:
+            assert state.wall is not None
+            state.plain = OrderRateWall(state.wall.limits)
+        return state.plain
 
     def observe_gate_stats(self, gate_reason_stats: dict[str, int]) -> None:
         """Upstream gate statistics (from each signal) set the adaptive factor of every rate."""
@@ -159,7 +219,8 @@ class PreTradePolicy:
             status is OrderStatus.THROTTLED and reason in WALL_REASONS
         )
         if reached_wall and state.wall is not None:
-            state.wall.admit(first_event.symbol, first_event.event_ts_ms)
+            # The same walls `check` asked, in the same order (rules in observe included).
+            self._wall_stage(first_event.symbol, first_event.event_ts_ms, self.rules_for(mode, first_event.symbol))
 
     def _apply_health(self) -> None:
         state = self.state
@@ -176,3 +237,13 @@ class PreTradePolicy:
             state.wall = OrderRateWall(limits, state.factor, dict(self._health_factor))
             state.health_version = self._health_version
         state.wall.configure(limits, state.factor)
+        if state.plain is not None:
+            state.plain.configure(limits, 1.0)
+
+
+def effective_rules(modes_path: Path | None) -> list[str]:
+    """The rollout rules a worker started with `--modes modes_path` enforces, observes or ignores,
+    one line per group of modes (and per symbol override): for `config show` and the summaries.
+    Raises ModesConfigError (from load_modes) for a bad file."""
+    policy = PreTradePolicy.default() if modes_path is None else PreTradePolicy(load_modes(modes_path))
+    return policy.rules_overview()

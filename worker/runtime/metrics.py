@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
+from worker.policy.ids import event_seq
+from worker.policy.rules import RULE_OUTCOME
 
 # Order acknowledgement latency buckets (ms): co-located REST is single-digit ms, a congested
 # venue hundreds; 5 s is where an order is treated as an unknown outcome.
@@ -46,6 +48,13 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        self.rule_observed = Counter(
+            "executor_rule_observed_total",
+            "Orders that went ahead although a rule in `observe` would have stopped them, by rule and the "
+            "status it would have given (DENIED, THROTTLED); counted once per order, at its first event.",
+            ["rule", "outcome"],
+            registry=r,
+        )
         self.events = Counter("executor_exec_events_total", "Exec-events committed.", ["status"], registry=r)
         self.batches = Counter("executor_batches_total", "Transactions by outcome.", ["outcome"], registry=r)
         self.outbox_lines = Counter("executor_outbox_lines_total", "Lines written to ready/ outbox files.", registry=r)
@@ -75,10 +84,15 @@ class WorkerMetrics:
     def committed(self, events: Iterable[ExecEvent]) -> None:
         """Counts a committed batch's events (never an aborted one's), one increment per label."""
         by_label: Counter_[tuple[OrderStatus, str]] = Counter_()
+        observed: Counter_[str] = Counter_()
         for event in events:
             by_label[(event.status, event.reason or "")] += 1
             if event.latency_ms is not None:
                 self.latency.observe(event.latency_ms)
+            if event.observed is not None and event_seq(event.event_id) == 1:
+                observed.update(event.observed)
+        for rule, count in observed.items():
+            self.rule_observed.labels(rule, RULE_OUTCOME.get(rule, "unknown")).inc(count)
         for (status, reason), count in by_label.items():
             self.events.labels(status.value).inc(count)
             if status is OrderStatus.DENIED:

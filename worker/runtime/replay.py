@@ -34,6 +34,7 @@ from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.io.outbox import Outbox, OutboxLine
+from worker.policy.ids import event_seq
 
 REPLAY_SOURCE = "replay"
 # Lines handed to the sinks per call: large enough to amortise outbox file rewrites and producer
@@ -51,6 +52,7 @@ class ReplayResult:
     orders: Counter[str] = field(default_factory=Counter)  # orders by final status
     rejected: Counter[str] = field(default_factory=Counter)  # undecodable input, by error class
     open_orders: int = 0  # resting orders the market data never finished
+    observed: Counter[str] = field(default_factory=Counter)  # orders let go by a rule in `observe`
     digest: str = ""
 
 
@@ -129,6 +131,8 @@ async def _fold(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequenc
 
     async def emit(events: Iterable[ExecEvent]) -> None:
         for event in events:
+            if event.observed is not None and event_seq(event.event_id) == 1:
+                result.observed.update(event.observed)
             line = encode_json(event)
             digest.update(line + b"\n")
             pending.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))

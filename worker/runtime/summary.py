@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from worker.contract.events import ExecEvent
+from worker.policy.ids import event_seq
 
 T = TypeVar("T")
 
@@ -32,11 +33,17 @@ class RunSummary:
     aborted: int = 0
     outbox_lines: int = 0
     mode_switches: int = 0
+    # Orders that went ahead under a rule in `observe` that would have stopped them, by rule.
+    observed: Counter[str] = field(default_factory=Counter)
+    # The effective rollout rules (`PreTradePolicy.rules_overview`), shown as they were set.
+    rules: list[str] = field(default_factory=list)
 
     def add_events(self, events: list[ExecEvent]) -> None:
         self.events += len(events)
         for event in events:
             self.by_status[event.status.value] += 1
+            if event.observed is not None and event_seq(event.event_id) == 1:
+                self.observed.update(event.observed)
             if event.reason:
                 self.by_reason[f"{event.status.value}:{event.reason}"] += 1
             if event.latency_ms is not None:
@@ -60,6 +67,7 @@ class RunSummary:
             lines.append("  commands with no event (idempotent drops)")
             for reason, count in sorted(self.dropped.items()):
                 lines.append(f"    {reason:<32} {count:>6}")
+        lines += render_rules(self.rules, self.observed)
         if self.mode_switches:
             lines.append(f"  mode switches      {self.mode_switches:>8}   (audit lines in the log)")
         dlq_total = sum(self.dlq.values())
@@ -75,3 +83,16 @@ class RunSummary:
         if metrics_url:
             lines.append(f"  metrics            {metrics_url} (while running)")
         return "\n".join(lines)
+
+
+def render_rules(rules: list[str], observed: Counter[str]) -> list[str]:
+    """The rollout rules in force and what the observed ones would have stopped (summary lines)."""
+    lines = []
+    if rules:
+        lines.append("  rules (enforce | observe | off)")
+        lines += [f"    {line}" for line in rules]
+    if observed:
+        lines.append("  observed: orders that went ahead, would have been stopped by")
+        for rule, count in sorted(observed.items()):
+            lines.append(f"    {rule:<32} {count:>6}")
+    return lines
