@@ -39,7 +39,7 @@ from worker.sandbox.faults import FaultPlan
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import SandboxExchange
 
-ACQUIRED = re.compile(r"partition (\d+) acquired")
+ACQUIRED = re.compile(r"partition (\d+) (acquired|released)")
 
 
 @dataclass
@@ -107,7 +107,18 @@ class Worker:
             self.lines.append(raw.decode(errors="replace"))
 
     def acquired(self, since: int = 0) -> set[int]:
-        return {int(m.group(1)) for line in self.lines[since:] if (m := ACQUIRED.search(line))}
+        """Partitions acquired since line `since`."""
+        return {
+            int(m.group(1)) for line in self.lines[since:] if (m := ACQUIRED.search(line)) and m.group(2) == "acquired"
+        }
+
+    def owned(self) -> set[int]:
+        """Partitions owned now: acquired and not released since (the log says both)."""
+        owned: set[int] = set()
+        for line in list(self.lines):
+            if m := ACQUIRED.search(line):
+                (owned.add if m.group(2) == "acquired" else owned.discard)(int(m.group(1)))
+        return owned
 
     def log(self) -> str:
         return "".join(self.lines)[-4000:]
@@ -198,10 +209,11 @@ async def test_a_paused_worker_resumed_after_a_takeover_gets_no_order_accepted_t
     try:
 
         async def both_own_partitions() -> bool:
-            return bool(frozen.acquired()) and bool(other.acquired()) and not frozen.acquired() & other.acquired()
+            return bool(frozen.owned()) and bool(other.owned()) and not frozen.owned() & other.owned()
 
-        await eventually(both_own_partitions, timeout_s=60, what="both workers to own partitions")
-        mine = frozen.acquired()
+        # The group may first give every partition to whichever worker joined first, then split.
+        await eventually(both_own_partitions, timeout_s=120, what="both workers to own partitions")
+        mine = frozen.owned()
         rows = ioc_decisions(300, seed=41)
         await produce(kafka, topics.name("decisions"), [(str(r["symbol"]).encode(), orjson.dumps(r)) for r in rows])
 
