@@ -87,24 +87,29 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker", *args]
 
 
+def run_command(topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str) -> list[str]:
+    """`execworker run` on the test's topics, broker and outbox, without a metrics endpoint."""
+    return cli(
+        "run",
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--topics",
+        str(topics.path),
+        "--group",
+        group,
+        "--outbox",
+        str(outbox),
+        "--metrics-port",
+        "0",
+        *extra,
+    )
+
+
 def spawn_worker(
     topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        cli(
-            "run",
-            "--bootstrap-servers",
-            kafka.bootstrap_servers,
-            "--topics",
-            str(topics.path),
-            "--group",
-            group,
-            "--outbox",
-            str(outbox),
-            "--metrics-port",
-            "0",
-            *extra,
-        ),
+        run_command(topics, kafka, group, outbox, *extra),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

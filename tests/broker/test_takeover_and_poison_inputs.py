@@ -22,12 +22,12 @@ from tests.broker.conftest import TopicsFactory
 from tests.broker.helpers import (
     ROOT,
     TestTopics,
-    cli,
     committed_offsets,
     drain,
     make_worker,
     produce,
     read_records,
+    run_command,
 )
 from tests.broker.test_rate_linkage import burst, modes_engine
 from tests.factories import decision_dict
@@ -64,20 +64,7 @@ async def test_unreadable_exec_event_fails_the_takeover_loudly_and_skips_no_inpu
 
     result = await asyncio.to_thread(
         subprocess.run,
-        cli(
-            "run",
-            "--bootstrap-servers",
-            kafka.bootstrap_servers,
-            "--topics",
-            str(topics.path),
-            "--group",
-            group,
-            "--outbox",
-            str(tmp_path / "outbox"),
-            "--metrics-port",
-            "0",
-            "--until-drained",
-        ),
+        run_command(topics, kafka, group, tmp_path / "outbox", "--until-drained"),
         cwd=ROOT,
         capture_output=True,
         timeout=90,
