@@ -234,7 +234,7 @@ async def test_a_paused_worker_resumed_after_a_takeover_gets_no_order_accepted_t
             events = await exec_events(kafka, topics)
             return {e["signal_row_id"] for _, e in events if is_terminal(OrderStatus(e["status"]))} == expected
 
-        await eventually(all_final, timeout_s=60, what="every decision to reach a final state")
+        await eventually(all_final, timeout_s=180, what="every decision to reach a final state")
         resumed_at = len(frozen.lines)
         frozen.process.send_signal(signal.SIGCONT)
 
