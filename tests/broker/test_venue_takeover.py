@@ -6,7 +6,8 @@ workers against the sandbox exchange (in this process, over real HTTP) and the r
     partitions taken over and finished by another worker, then resumed (SIGCONT): no client
     order id is accepted twice.
 
-Both failed on the code before the fix (commit d085908); docs/guarantees.md names them.
+Both fail on the code before the fix (commit d085908): the order stays open at the venue; 37
+client order ids accepted twice.
 """
 
 from __future__ import annotations
