@@ -2,6 +2,7 @@
 workers against the sandbox exchange (in this process, over real HTTP) and the real broker.
 
   * a worker killed between its committed cancel intent and the DELETE: the next owner cancels;
+  * `--until-drained` with an order whose outcome is unknown: it is settled before the exit;
   * a worker frozen (SIGSTOP) past its session timeout with committed intents not yet sent, its
     partitions taken over and finished by another worker, then resumed (SIGCONT): no client
     order id is accepted twice.
@@ -195,6 +196,30 @@ async def test_crash_between_the_cancel_intent_and_the_delete_still_cancels_the_
     statuses = [e["status"] for _, e in await exec_events(kafka, topics) if e["client_order_id"] == coid]
     assert statuses[-1] == "CANCELED" and statuses.count("CANCELED") == 1, statuses
     assert "PENDING_CANCEL" in statuses  # the intent was committed before the DELETE
+
+
+async def test_until_drained_waits_for_an_unknown_outcome_to_be_settled(
+    kafka: KafkaConfig, topics: TestTopics, venue_factory: VenueFactory, tmp_path: Path
+) -> None:
+    # The first order request gets a 503 the venue sent without processing it: an unknown
+    # outcome (UNKNOWN). The worker must not call itself drained (and exit) until it is settled.
+    venue = await venue_factory("script=5xx")
+    row = decision_dict(signal_row_id="unknown", tif="IOC")
+    await produce(kafka, topics.name("decisions"), [(b"BTCUSDT", orjson.dumps(row))])
+    worker = Worker(
+        topics,
+        kafka,
+        f"g-{uuid.uuid4().hex[:8]}",
+        tmp_path / "outbox",
+        *sandbox_args(venue.url, "--until-drained", "--recv-window-ms", "2000", "--reconcile-interval-ms", "200"),
+    )
+    assert await worker.wait(90) == 0, worker.log()
+
+    events = [e for _, e in await exec_events(kafka, topics)]
+    assert [(e["status"], e.get("attempt")) for e in events[:3]] == [("SUBMITTED", 1), ("UNKNOWN", 1), ("SUBMITTED", 2)]
+    assert len(events) == 4 and is_terminal(OrderStatus(events[-1]["status"])), events
+    assert venue.accepts() == Counter({events[0]["client_order_id"]: 1})
+    assert venue.exchange.fault_counts == {"5xx": 1}
 
 
 async def _truthy(value: Awaitable[object]) -> bool:
