@@ -1,7 +1,7 @@
 """Issue 10, the holes on the input and takeover side, against the real broker: a takeover that
 fails, an input too large for the DLQ, one decision on two partitions, and a binding rate wall
-processed again after an aborted transaction. Each test failed on the code before the fix
-(commit d085908); docs/guarantees.md names them."""
+processed again after an aborted transaction. Each test fails on the code before the fix
+(commit d085908), for the reason its name gives."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
 from worker.contract.enums import ExecutorKind
+from worker.execution.binance.clock import SAFETY_MS
 from worker.io.partitioner import Partitioner
 
 
@@ -56,7 +57,9 @@ class WorkerSettings(BaseModel):
     # Every order request carries this recvWindow, fixed in its committed intent: all copies of
     # it expire at timestamp + recvWindow on the venue's clock, and an unknown outcome is
     # resolved only after that (docs/guarantees.md). Binance's default; its maximum is 60 s.
-    recv_window_ms: int = Field(default=5_000, ge=100, le=60_000)
+    # A request is never signed within the clock's safety margin (1 s) of its expiry, so a window
+    # at or below it could never be sent at all: every order would end unsent after 3 intents.
+    recv_window_ms: int = Field(default=5_000, ge=2 * SAFETY_MS, le=60_000)
     # How inputs are checked for co-partitioning (io/partitioner.py): murmur2 = Kafka's default.
     partitioner: Partitioner = Partitioner.MURMUR2
     # Producer transaction timeout: how long the broker waits before aborting the transaction of

@@ -80,32 +80,54 @@ class VenueSync:
     async def settle(self, book: OrderBook) -> Settled:
         """One round over a partition's open orders (staged in `book`; the caller commits)."""
         result = Settled()
-        records = book.open_orders()
+        in_flight: list[OrderRecord] = []
         confirmed: dict[str, list[OrderRecord]] = defaultdict(list)
-        for record in records:
+        for record in book.open_orders():
             if record.in_flight:
-                await self._settle_in_flight(book, record, result)
+                in_flight.append(record)
             else:
                 confirmed[record.last.symbol].append(record)
         for symbol, group in sorted(confirmed.items()):
             await self._settle_open(book, symbol, group, result)
+        # Last: the resends it decides are stamped with their request's timestamp, so they must
+        # reach the caller's commit and send with as much of their recvWindow left as possible.
+        await self._settle_in_flight(book, in_flight, result)
         return result
 
-    async def _settle_in_flight(self, book: OrderBook, record: OrderRecord, result: Settled) -> None:
-        coid = record.last.client_order_id
-        if record.expires_ms is None or not self.venue.clock.past(record.expires_ms):
-            result.pending = True  # a copy of the request could still be accepted: wait
-            return
-        try:
-            venue = await self.venue.query(coid, record.last.symbol)
-        except Exception as exc:  # the venue is unreachable or answered nonsense: next round
-            log.warning("order %s: query failed (%s); retried next round", coid, exc)
-            result.pending = True
-            return
-        resolution = self.engine.resolve_in_flight(book, coid, venue)
-        result.events.extend(resolution.events)
-        if resolution.resend is not None:
-            result.resends.append(resolution.resend)
+    async def _settle_in_flight(self, book: OrderBook, records: list[OrderRecord], result: Settled) -> None:
+        """Queries every expired in-flight order (concurrently), then decides them all at once.
+
+        Deciding as each answer came in stamped the first resends a whole round of queries
+        before they could be sent: with many orders (a takeover) or a slow venue they expired
+        unsent, again and again, until the order was given up (`not_at_venue_after_3_attempts`)
+        without ever having reached the venue.
+        """
+        due: list[OrderRecord] = []
+        for record in records:
+            if record.expires_ms is None or not self.venue.clock.past(record.expires_ms):
+                result.pending = True  # a copy of the request could still be accepted: wait
+            else:
+                due.append(record)
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def ask(record: OrderRecord) -> tuple[bool, ExecResult | None]:
+            coid = record.last.client_order_id
+            async with limit:
+                try:
+                    return True, await self.venue.query(coid, record.last.symbol)
+                except Exception as exc:  # the venue is unreachable or answered nonsense: next round
+                    log.warning("order %s: query failed (%s); retried next round", coid, exc)
+                    return False, None
+
+        answers = await asyncio.gather(*(ask(record) for record in due))
+        for record, (answered, venue) in zip(due, answers, strict=True):
+            if not answered:
+                result.pending = True
+                continue
+            resolution = self.engine.resolve_in_flight(book, record.last.client_order_id, venue)
+            result.events.extend(resolution.events)
+            if resolution.resend is not None:
+                result.resends.append(resolution.resend)
 
     async def _settle_open(self, book: OrderBook, symbol: str, group: list[OrderRecord], result: Settled) -> None:
         try:
