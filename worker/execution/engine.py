@@ -214,7 +214,8 @@ class ExecutionEngine:
         if result.status is OrderStatus.UNKNOWN and record.status is not OrderStatus.SUBMITTED:
             return ()  # already unknown, or a cancel is pending: nothing new to say
         sent = record.last.sent_ts_ms
-        ack = result.ack_ts_ms
+        # UNKNOWN is the absence of an answer: it carries no acknowledgement time and no latency.
+        ack = result.ack_ts_ms if result.status is not OrderStatus.UNKNOWN else None
         update: dict[str, object] = {
             "status": result.status,
             "reason": result.reason,

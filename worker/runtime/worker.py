@@ -166,6 +166,10 @@ class ExecWorker:
             await probe.stop()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
+        # A live venue's limits and clock, before the first intent is stamped with that clock.
+        start_venue = getattr(self.engine.executor, "start", None)
+        if start_venue is not None:
+            await start_venue()
         consumer = self.kafka.consumer(
             group_id=self.settings.group_id,
             isolation_level="read_committed",

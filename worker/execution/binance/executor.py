@@ -82,6 +82,10 @@ class BinanceExecutor:
         self._backoff = wait_random_exponential(multiplier=backoff_s, max=max_backoff_s)
         self.name = venue_name
 
+    async def start(self) -> None:
+        """Measures the venue's clock and loads its limits before the first intent is stamped."""
+        await self.client.start()
+
     # -- IExecutor ------------------------------------------------------------------------------
 
     async def submit(self, order: OrderCtx) -> ExecResult:
