@@ -55,6 +55,7 @@ class ChaosConfig:
     graceful_restarts: int = 6
     broker_restart: bool = True
     faults: str = DEFAULT_FAULTS
+    limits: str = "unlimited"  # the sandbox's --limits: chaos measures correctness, not the rate wall
     seed: int = 7
     max_batch: int = 50
     pause_s: tuple[float, float] = (0.5, 2.0)  # between chaos actions
@@ -208,6 +209,8 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
             config.faults,
             "--prices",
             str(prices),
+            "--limits",
+            config.limits,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
