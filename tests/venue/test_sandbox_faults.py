@@ -286,7 +286,7 @@ async def test_unlimited_and_custom_limits(sandbox_factory: SandboxFactory) -> N
     assert Limits.parse("binance") == Limits() == Limits(6_000, 50, 160_000)
     assert Limits.parse("100,5,7") == Limits(100, 5, 7)
     for bad in ("fast", "1", "1,2,3,4", "0,5", "a,b"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="expected binance, unlimited"):
             Limits.parse(bad)
 
 
