@@ -11,6 +11,7 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout
 
 from tests.venue.conftest import RunningSandbox, SandboxFactory
+from worker.cli.main import main
 from worker.execution.binance.protocol import API_KEY_HEADER, signed_query
 from worker.sandbox.faults import Draw, Fault, FaultPlan, FaultSpecError
 from worker.sandbox.limits import Limits
@@ -349,3 +350,9 @@ async def test_pending_late_deliveries_are_cancelled_at_shutdown(sandbox_factory
         await call(sandbox, "POST", "/api/v3/order", limit_order("held"), int(T0 * 1000), timeout_s=0.1)
     assert len(sandbox.exchange._pending) == 1
     await asyncio.sleep(0)  # the fixture's cleanup cancels it; the test must not take 30 s
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--limits", "fast"), ("--faults", "late=0.1,late_hold=5-1s")])
+def test_the_cli_refuses_bad_limits_and_fault_specs(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sandbox-exchange", "--port", "0", flag, value]) == 2
+    assert f"{flag}" in capsys.readouterr().err
