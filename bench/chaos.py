@@ -12,8 +12,10 @@ from a seeded generator; timing still varies run to run, which is the point.
 
 A pause freezes a worker with SIGSTOP for longer than its session timeout (the group gives its
 partitions to another worker, which fences it), then resumes it with SIGCONT: the old process
-wakes up with requests in flight. Every worker's exit is recorded: only our own SIGKILLs and
-SIGTERM stops that exit 0 are accounted for; any other exit fails the run.
+wakes up with requests in flight. Every worker's exit is recorded: our own SIGKILLs, our SIGTERM
+stops that exit 0, and our SIGTERMs that arrive while a worker is still starting (before it
+installs its handler, so it dies of the signal: `sigterm_early`) are accounted for; any other
+exit is `unaccounted` and fails the run.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ class WorkerExit:
     worker: str
     pid: int
     code: int | None  # None: still running when the run ended (killed by the harness)
-    cause: str  # "sigkill" (ours), "sigterm" (ours, exited 0), "unaccounted"
+    # "sigkill" (ours), "sigterm" (ours, exited 0), "sigterm_early" (ours, and the process died of
+    # it: it came before the worker installed its handler, i.e. while it was starting), or
+    # "unaccounted" (any other exit: the run fails)
+    cause: str
+    age_s: float  # how long the process had run
 
 
 @dataclass
@@ -299,14 +305,21 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
         "1",
     ]
 
+    born: dict[int, float] = {}
+
     def start(index: int) -> subprocess.Popen[bytes]:
-        return _spawn([*common, "--instance-id", f"w{index}"], workdir / f"worker{index}.log")
+        process = _spawn([*common, "--instance-id", f"w{index}"], workdir / f"worker{index}.log")
+        born[process.pid] = time.monotonic()
+        return process
 
     def ended(index: int, process: subprocess.Popen[bytes], cause: str) -> None:
         code = process.returncode
-        if cause == "sigterm" and code != 0:
+        if cause == "sigterm" and code == -signal.SIGTERM:
+            cause = "sigterm_early"
+        elif cause == "sigterm" and code != 0:
             cause = "unaccounted"  # asked to stop gracefully, but did not exit cleanly
-        report.exits.append(WorkerExit(f"w{index}", process.pid, code, cause))
+        age = round(time.monotonic() - born.get(process.pid, started), 1)
+        report.exits.append(WorkerExit(f"w{index}", process.pid, code, cause, age))
         report.exits_unaccounted += int(cause == "unaccounted")
 
     def check_alive() -> None:
@@ -362,7 +375,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
         final = _spawn([*common, "--until-drained"], workdir / "final.log")
         final.wait(timeout=600)
         if final.returncode != 0:
-            report.exits.append(WorkerExit("final", final.pid, final.returncode, "unaccounted"))
+            report.exits.append(WorkerExit("final", final.pid, final.returncode, "unaccounted", 0.0))
             report.exits_unaccounted += 1
 
         async with ClientSession() as session, session.get(f"{url}/sandbox/ledger") as response:
@@ -375,7 +388,8 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
                 worker.kill()
                 worker.wait(timeout=30)
                 if not any(e.pid == worker.pid for e in report.exits):
-                    report.exits.append(WorkerExit(f"w{index}", worker.pid, None, "sigkill"))
+                    age = round(time.monotonic() - born.get(worker.pid, started), 1)
+                    report.exits.append(WorkerExit(f"w{index}", worker.pid, None, "sigkill", age))
         sandbox.send_signal(signal.SIGTERM)
         sandbox.wait(timeout=30)
         if broker is not None:

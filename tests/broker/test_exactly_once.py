@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench.chaos import ChaosConfig, run_chaos
 from examples.gen_decisions import decisions
@@ -68,13 +69,21 @@ async def test_a_zombie_owner_is_fenced_and_commits_nothing(
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10: late/duplicate deliveries and pauses double orders until the resend protocol lands; "
+    "remove this marker with it",
+)
 async def test_small_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    config = ChaosConfig(decisions=1_500, partitions=6, workers=2, kills=4, graceful_restarts=2, broker_restart=True)
+    config = ChaosConfig(
+        decisions=1_500, partitions=6, workers=2, kills=4, graceful_restarts=2, pauses=1, broker_restart=True
+    )
     report = await run_chaos(config, tmp_path)
-    assert report.kills == 4 and report.broker_restarts == 1
+    assert (report.kills, report.pauses, report.broker_restarts) == (4, 1, 1)
     assert report.venue_orders > 1_000  # most decisions pass the gates and reach the venue
-    assert sum(report.faults_injected.values()) > 0
-    assert report.accepted_twice == 0, "a client order id was accepted twice by the venue"
+    assert {"late", "duplicate", "lost_answer"} <= set(report.faults_injected)
+    assert report.exits_unaccounted == 0, [e for e in report.exits if e.cause == "unaccounted"]
+    assert report.accepted_twice == 0, "a client order id was accepted twice by the worker's own requests"
     assert report.terminal_twice == 0, "an order has two terminal exec-events"
     assert report.lost == 0, "a decision has no terminal exec-event"
     assert report.missing_at_venue == 0
