@@ -127,6 +127,7 @@ class ChaosReport:
     copy_accepts: int = 0
     late_accepts: int = 0  # accepts by a request the sandbox held (counted in accepted_twice if a second)
     expired_refusals: dict[str, int] = field(default_factory=dict)  # -1021 by origin: direct, late, copy
+    deliveries: dict[str, dict[str, int]] = field(default_factory=dict)  # late / copy: results at the venue
     terminal_twice: int = 0  # client order ids with two terminal exec-events
     lost: int = 0  # decisions with no terminal exec-event
     missing_at_venue: int = 0  # orders reported as at the venue that the venue never saw
@@ -378,8 +379,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
             report.exits.append(WorkerExit("final", final.pid, final.returncode, "unaccounted", 0.0))
             report.exits_unaccounted += 1
 
-        async with ClientSession() as session, session.get(f"{url}/sandbox/ledger") as response:
-            ledger_body = await response.json()
+        ledger_body = await _final_ledger(url)
         await _check(report, kafka, topics.role("exec_events").name, values, ledger_body, outbox)
     finally:
         for index, worker in workers.items():
@@ -398,6 +398,19 @@ async def run_chaos(config: ChaosConfig, workdir: Path, bootstrap: str | None = 
     return report
 
 
+async def _final_ledger(url: str, patience_s: float = 30.0) -> dict[str, Any]:
+    """The venue's ledger once no late delivery or copy is still to be processed (the longest
+    hold is seconds; the drained worker usually outlasts them all)."""
+    deadline = time.monotonic() + patience_s
+    async with ClientSession() as session:
+        while True:
+            async with session.get(f"{url}/sandbox/ledger") as response:
+                body: dict[str, Any] = await response.json()
+            if not body.get("pending_deliveries") or time.monotonic() > deadline:
+                return body
+            await asyncio.sleep(0.5)  # another process's timers: nothing to await but its ledger
+
+
 async def _check(
     report: ChaosReport,
     kafka: KafkaConfig,
@@ -414,6 +427,7 @@ async def _check(
     report.late_accepts = sum(e.get("late_accepts", 0) for e in ledger.values())
     processed = ledger_body.get("processed", {})
     report.expired_refusals = {origin: results.get("-1021", 0) for origin, results in processed.items()}
+    report.deliveries = {origin: processed.get(origin, {}) for origin in ("late", "copy")}
 
     records = await read_committed_topic(kafka, exec_topic)
     report.exec_events = len(records)
