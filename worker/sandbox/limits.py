@@ -114,6 +114,7 @@ class RateLimiter:
         self._bans = 0
         self._banned_until_ms = 0
         self.refusals: dict[str, int] = {}  # "429:-1003", "429:-1015", "418:-1003" -> count
+        self.weight_spent = 0  # every request's weight since the start, across windows (for tests)
 
     def admit(self, now_ms: int, weight: int) -> Refusal | None:
         """Spends a request's weight on its arrival; a refusal if over the limit or banned."""
@@ -121,6 +122,7 @@ class RateLimiter:
             return self._refused(self._ban_refusal(now_ms))
         if now_ms >= self._backoff_until_ms:
             self._violations = 0
+        self.weight_spent += weight
         used = self._weight.add(now_ms, weight)
         if used <= self.limits.weight_per_minute:
             return None
