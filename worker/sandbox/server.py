@@ -1,12 +1,13 @@
 """The sandbox exchange's HTTP server (aiohttp): Binance spot REST subset + `/sandbox/ledger`.
 
 Endpoints: `GET /api/v3/ping`, `GET /api/v3/time`, `GET /api/v3/exchangeInfo`,
-`POST|GET|DELETE /api/v3/order`, `POST /api/v3/order/cancelReplace` (HMAC-SHA256 signed, key in
-`X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client order id ever submitted, with how
+`POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`, `POST /api/v3/order/cancelReplace`
+(HMAC-SHA256 signed, key in `X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client order id ever submitted, with how
 many times it was submitted and how many times it was accepted as a new order.
 
 A client order id may be reused once its order is no longer open, exactly like Binance: that is
-the trap a worker must not fall into (`accepts > 1` in the ledger).
+the trap a worker must not fall into (`accepts - copy_accepts > 1` in the ledger: an accept by a
+copy the `duplicate` fault injected is the network's doing, and Binance would accept it too).
 
 A request is *received* (latency, weight, delivery faults, signature) and then *processed*
 (`timestamp`/`recvWindow` against the venue's clock, the order count, the order logic). The two
