@@ -2,8 +2,8 @@
 
 Endpoints: `GET /api/v3/ping`, `GET /api/v3/time`, `GET /api/v3/exchangeInfo`,
 `POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`, `POST /api/v3/order/cancelReplace`
-(HMAC-SHA256 signed, key in `X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client order id ever submitted, with how
-many times it was submitted and how many times it was accepted as a new order.
+(HMAC-SHA256 signed, key in `X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client
+order id ever submitted, with how many times it was submitted and accepted as a new order.
 
 A client order id may be reused once its order is no longer open, exactly like Binance: that is
 the trap a worker must not fall into (`accepts - copy_accepts > 1` in the ledger: an accept by a
