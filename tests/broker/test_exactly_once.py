@@ -71,8 +71,9 @@ async def test_a_zombie_owner_is_fenced_and_commits_nothing(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 10: late/duplicate deliveries and pauses double orders until the resend protocol lands; "
-    "remove this marker with it",
+    reason="a worker (re)started while the chaos run restarts the broker exits 3 after 15 s ('no Kafka broker "
+    "answers'): an unaccounted exit. Remove this marker once the worker waits for the broker at start (or "
+    "decide that such exits are ours: ChaosConfig(tolerate_broker_exits=True))",
 )
 async def test_small_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     config = ChaosConfig(
