@@ -37,6 +37,7 @@ from worker.runtime.replay import canonical_order, list_sink, replay
 from worker.runtime.summary import percentile
 from worker.runtime.venue import VenueSync
 from worker.sandbox.faults import FaultPlan
+from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
 
@@ -74,7 +75,9 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     # The venue: the same market timeline pinned into the sandbox snapshot by snapshot (each pin
     # also fills resting orders it crosses), the same decisions in the same order in between;
     # what rested is learned at the end by querying the venue, as the worker reconciles.
-    exchange = SandboxExchange(Market(DEFAULT_SYMBOLS, random.Random(seed)), FaultPlan.parse(None), seed)
+    exchange = SandboxExchange(
+        Market(DEFAULT_SYMBOLS, random.Random(seed)), FaultPlan.parse(None), seed, limits=Limits.unlimited()
+    )
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -208,11 +208,12 @@ async def bench_venue(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str
     from worker.execution.binance.executor import BinanceExecutor
     from worker.policy.clock import WallClock
     from worker.sandbox.faults import FaultPlan
+    from worker.sandbox.limits import Limits
     from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
     from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
 
     market = Market(DEFAULT_SYMBOLS, _random.Random(0), {s: Decimal(p) for s, p, *_ in SYMBOLS})
-    exchange = SandboxExchange(market, FaultPlan.parse(None), 0)
+    exchange = SandboxExchange(market, FaultPlan.parse(None), 0, limits=Limits.unlimited())
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

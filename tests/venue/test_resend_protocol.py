@@ -15,7 +15,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from tests.factories import decision_bytes
-from tests.venue.conftest import RunningSandbox, SandboxFactory
+from tests.venue.conftest import SandboxFactory
 from tests.venue.test_binance_executor import SOURCE, executor, seed_market
 from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
@@ -26,6 +26,7 @@ from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
 from worker.runtime.venue import VenueSync
+from worker.sandbox.limits import Limits
 
 WINDOW_MS = 1_500  # short recvWindow: each test waits for one expiry at most
 
@@ -225,7 +226,7 @@ async def test_after_a_418_no_request_of_any_kind_is_sent(sandbox_factory: Sandb
 
 
 async def test_200_resting_orders_settle_within_binance_weight_limit(sandbox_factory: SandboxFactory) -> None:
-    sandbox = await sandbox_factory()
+    sandbox = await sandbox_factory(limits=Limits.unlimited())  # placing 200 unfilled orders at once
     await seed_market(sandbox, px="64250.00")
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
@@ -234,31 +235,23 @@ async def test_200_resting_orders_settle_within_binance_weight_limit(sandbox_fac
         px = Decimal("60000.00") - index
         await first_send(engine, book, signal_row_id=f"rest{index}", px=str(px))
     assert len(book.open_orders()) > 100  # the sandbox's quote follows the flow: some filled at once
-    # From now on, Binance's published limit: 6,000 request weight per minute.
-    from worker.sandbox.server import Limits
-
-    sandbox.exchange.limits = Limits(weight_per_minute=6_000, orders_per_10s=50)
-    sandbox.exchange._weights.clear()
+    # From now on, Binance's published limits (6,000 request weight per minute), counters at zero.
+    sandbox.exchange.limits = Limits.binance()
     sync = VenueSync(engine, 4)
     await sync.settle(book)  # the first round learns what filled while the orders were placed
     book.commit()
-    first_round = _used_weight(sandbox)
-    sandbox.exchange._weights.clear()
+    first_round = sandbox.exchange.rates.weight_spent
     for _ in range(30):  # then 30 rounds: half a minute of reconciliation at the default interval
         await sync.settle(book)
         book.commit()
-    used = _used_weight(sandbox)
+    used = sandbox.exchange.rates.weight_spent - first_round
     await venue.close()
     # Steady state: one openOrders (weight 6) per symbol per round. One query (weight 4) per open
     # order per round, as before, would be ~24,000: four times Binance's limit per minute.
     assert used <= 30 * 6 + 4 * 10, used  # (+ a query for the odd order that fills meanwhile)
     assert first_round <= 1_000, first_round  # about one query per order that closed meanwhile
-    assert "429" not in sandbox.exchange.fault_counts
+    assert sandbox.exchange.rates.refusals == {}  # no 429, no 418
     for coid, venue_order in sandbox.exchange.orders.items():
         record = book.get(coid)
         if record is not None:
             assert record.status.value == {"NEW": "ACCEPTED"}.get(venue_order.status, venue_order.status)
-
-
-def _used_weight(sandbox: RunningSandbox) -> int:
-    return sum(weight for _, weight in sandbox.exchange._weights)

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from worker.cli.common import UsageError
 from worker.sandbox.faults import FaultPlan, FaultSpecError
+from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
-from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Limits, SandboxExchange
+from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,8 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--walk-bps", type=int, default=0, help="random walk per order, in bps (default 0)")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help=f"accepted API key (default {DEFAULT_API_KEY})")
     parser.add_argument("--api-secret", default=DEFAULT_API_SECRET, help="accepted API secret (default: documented)")
-    parser.add_argument("--orders-per-10s", type=int, default=Limits.orders_per_10s, help="order rate limit")
-    parser.add_argument("--weight-per-minute", type=int, default=Limits.weight_per_minute, help="weight limit")
+    parser.add_argument(
+        "--limits",
+        default="binance",
+        help="rate limits: binance (6,000 weight/min, 50 orders/10 s, 160,000 orders/day; the default), "
+        "unlimited, or W,O[,D] = weight per minute, orders per 10 s[, orders per day]",
+    )
     parser.set_defaults(handler=run_sandbox)
 
 
@@ -39,6 +44,10 @@ async def run_sandbox(args: argparse.Namespace) -> int:
         faults = FaultPlan.parse(args.faults)
     except FaultSpecError as exc:
         raise UsageError(f"--faults: {exc}") from None
+    try:
+        limits = Limits.parse(args.limits)
+    except ValueError as exc:
+        raise UsageError(f"--limits {exc}") from None
     prices: dict[str, Decimal] = {}
     if args.prices:
         try:
@@ -52,7 +61,7 @@ async def run_sandbox(args: argparse.Namespace) -> int:
         args.seed,
         args.api_key,
         args.api_secret,
-        Limits(args.weight_per_minute, args.orders_per_10s),
+        limits,
     )
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()

@@ -1,22 +1,30 @@
 """The sandbox exchange's HTTP server (aiohttp): Binance spot REST subset + `/sandbox/ledger`.
 
 Endpoints: `GET /api/v3/ping`, `GET /api/v3/time`, `GET /api/v3/exchangeInfo`,
-`POST|GET|DELETE /api/v3/order`, `POST /api/v3/order/cancelReplace` (HMAC-SHA256 signed, key in
-`X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client order id ever submitted, with how
-many times it was submitted and how many times it was accepted as a new order.
+`POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`, `POST /api/v3/order/cancelReplace`
+(HMAC-SHA256 signed, key in `X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client
+order id ever submitted, with how many times it was submitted and accepted as a new order.
 
 A client order id may be reused once its order is no longer open, exactly like Binance: that is
-the trap a worker must not fall into (`accepts > 1` in the ledger).
+the trap a worker must not fall into (`accepts - copy_accepts > 1` in the ledger: an accept by a
+copy the `duplicate` fault injected is the network's doing, and Binance would accept it too).
+
+A request is *received* (latency, weight, delivery faults, signature) and then *processed*
+(`timestamp`/`recvWindow` against the venue's clock, the order count, the order logic). The two
+are apart when a fault delivers it late (`late`) or twice (`duplicate`): the copy is processed
+under the same rules as any request, so it expires (-1021) once `timestamp + recvWindow` is past.
+The venue's clock is `now_ms()`: the local clock plus the fault plan's `skew`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
-from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,14 +32,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from worker.execution.binance.protocol import (
-    API_KEY_HEADER,
-    ORDER_COUNT_HEADER,
-    USED_WEIGHT_HEADER,
-    ErrorCode,
-    verify_signature,
-)
-from worker.sandbox.faults import Fault, FaultPlan
+from worker.execution.binance.protocol import API_KEY_HEADER, ErrorCode, verify_signature
+from worker.sandbox.faults import ANSWER_LOST, Draw, Fault, FaultPlan
+from worker.sandbox.limits import WEIGHTS, Limits, RateLimiter, Refusal
 from worker.sandbox.matching import Market, VenueOrder
 
 log = logging.getLogger(__name__)
@@ -39,20 +42,18 @@ log = logging.getLogger(__name__)
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_API_SECRET = "sandbox-secret"
 _COID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-_WEIGHTS = {
-    "exchangeInfo": 20,
-    "order:GET": 4,
-    "order:POST": 1,
-    "order:DELETE": 1,
-    "cancelReplace": 1,
-    "openOrders": 6,  # with a symbol (80 without; refused here)
-}
+_NEW_ORDER_KEYS = frozenset({"order:POST", "cancelReplace"})
+_MAX_RECV_WINDOW_MS = 60_000
+_BAD_RECV_WINDOW = -1131
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "ApiError", "LedgerEntry", "Limits", "SandboxExchange"]
+
+Handler = Callable[[dict[str, str]], Any]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after_s: int | None = None) -> None:
         super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
+        self.status, self.code, self.msg, self.retry_after_s = status, code, msg, retry_after_s
 
 
 @dataclass
@@ -65,17 +66,14 @@ class LedgerEntry:
     status: str
     submits: int = 0
     accepts: int = 0
-
-
-@dataclass(frozen=True)
-class Limits:
-    # Binance spot defaults are 6,000 weight/min and 50 orders/10 s per account; the sandbox is
-    # generous by default so tests hit the limits only when they mean to.
-    weight_per_minute: int = 60_000
-    orders_per_10s: int = 10_000
+    copy_accepts: int = 0  # of `accepts`: by a copy the `duplicate` fault delivered again
+    late_accepts: int = 0  # of `accepts`: by a request the `late` fault held
 
 
 class SandboxExchange:
+    """The venue. `limits` default to Binance spot's (`Limits.unlimited()` for throughput runs);
+    `clock` (seconds since the epoch) is the local clock the venue's `now_ms()` is skewed from."""
+
     def __init__(
         self,
         market: Market,
@@ -84,20 +82,41 @@ class SandboxExchange:
         api_key: str = DEFAULT_API_KEY,
         api_secret: str = DEFAULT_API_SECRET,
         limits: Limits | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.market = market
         self.faults = faults
         self._rng = random.Random(seed)
         self._api_key = api_key
         self._api_secret = api_secret
-        self.limits = limits or Limits()
+        self._clock = clock or time.time
+        self.rates = RateLimiter(limits or Limits.binance())
         self.orders: dict[str, VenueOrder] = {}  # latest order per client order id
         self.ledger: dict[str, LedgerEntry] = {}
         self._next_id = 1
-        self._weights: deque[tuple[float, int]] = deque()
-        self._order_times: deque[float] = deque()
         self.fault_counts: dict[str, int] = {}
+        # Processed requests by origin ("direct", "late", "copy") and result ("ok" or the error code).
+        self.processed: dict[str, dict[str, int]] = {}
+        self._origin = "direct"  # of the request being processed (handlers are synchronous)
         self._requests = 0  # order-endpoint requests seen, for scripted faults
+        self._pending: set[asyncio.Task[None]] = set()  # late deliveries and copies to come
+
+    @property
+    def limits(self) -> Limits:
+        return self.rates.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.rates = RateLimiter(limits)
+
+    def now_ms(self) -> int:
+        """The venue's clock: the local clock plus the configured skew."""
+        return int(self._clock() * 1000) + self.faults.skew_ms
+
+    async def settle(self) -> None:
+        """Waits until every late delivery and copy drawn so far has been processed."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -111,31 +130,19 @@ class SandboxExchange:
         app.router.add_post("/api/v3/order/cancelReplace", self._cancel_replace)
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_post("/sandbox/quote", self._set_quote)
+        app.on_shutdown.append(self._cancel_pending)
         return app
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _rate_headers(self, weight: int, is_order: bool) -> dict[str, str]:
-        now = time.monotonic()
-        self._weights.append((now, weight))
-        while self._weights and self._weights[0][0] < now - 60:
-            self._weights.popleft()
-        if is_order:
-            self._order_times.append(now)
-        while self._order_times and self._order_times[0] < now - 10:
-            self._order_times.popleft()
-        return {
-            USED_WEIGHT_HEADER: str(sum(w for _, w in self._weights)),
-            ORDER_COUNT_HEADER: str(len(self._order_times)),
-        }
+    def _headers(self) -> dict[str, str]:
+        return self.rates.headers(self.now_ms())
 
-    def _over_limit(self, headers: dict[str, str]) -> bool:
-        return (
-            int(headers[USED_WEIGHT_HEADER]) > self.limits.weight_per_minute
-            or int(headers[ORDER_COUNT_HEADER]) > self.limits.orders_per_10s
-        )
+    def _refuse(self, refusal: Refusal) -> web.Response:
+        headers = {**self._headers(), "Retry-After": str(refusal.retry_after_s)}
+        return _error(refusal.status, refusal.code, refusal.msg, headers)
 
-    async def _params(self, request: web.Request, signed: bool = True) -> dict[str, str]:
+    async def _params(self, request: web.Request, signed: bool = True, check_time: bool = True) -> dict[str, str]:
         raw_query = request.query_string
         body = (await request.text()) if request.can_read_body else ""
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
@@ -148,47 +155,119 @@ class SandboxExchange:
         total = re.sub(r"&?signature=[0-9a-fA-F]*", "", raw_query) + body
         if not verify_signature(total, signature, self._api_secret):
             raise ApiError(400, ErrorCode.INVALID_SIGNATURE, "Signature for this request is not valid.")
-        try:
-            timestamp = int(params["timestamp"])
-            window = int(params.get("recvWindow", "5000"))
-        except (KeyError, ValueError):
-            raise ApiError(400, ErrorCode.MANDATORY_PARAM, "Mandatory parameter 'timestamp' was not sent.") from None
-        if abs(time.time() * 1000 - timestamp) > window:
-            raise ApiError(400, ErrorCode.INVALID_TIMESTAMP, "Timestamp for this request is outside of the recvWindow.")
+        if check_time:
+            self._check_timestamp(params)
         return params
 
-    async def _guarded(self, request: web.Request, weight_key: str, handler: Any) -> web.StreamResponse:
-        """Faults, rate limits, signature, then the handler; errors as Binance JSON."""
-        is_order = request.method in ("POST", "DELETE") or weight_key == "cancelReplace"
-        fault, delay = self.faults.draw(self._rng, self._requests)
-        self._requests += 1
-        if delay:
-            await asyncio.sleep(delay)
+    def _check_timestamp(self, params: dict[str, str]) -> None:
+        """Binance's timing rule, on the venue's clock at the moment of processing: accepted iff
+        `timestamp < now + 1000` and `now - timestamp <= recvWindow` (default 5000, max 60000)."""
+        try:
+            timestamp = int(params["timestamp"])
+            window = float(params.get("recvWindow", "5000"))
+        except (KeyError, ValueError):
+            raise ApiError(400, ErrorCode.MANDATORY_PARAM, "Mandatory parameter 'timestamp' was not sent.") from None
+        if not 0 < window <= _MAX_RECV_WINDOW_MS:
+            raise ApiError(400, _BAD_RECV_WINDOW, f"recvWindow must be less than {_MAX_RECV_WINDOW_MS}.")
+        now = self.now_ms()
+        if timestamp >= now + 1000:
+            raise ApiError(
+                400, ErrorCode.INVALID_TIMESTAMP, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
+        if now - timestamp > window:
+            raise ApiError(400, ErrorCode.INVALID_TIMESTAMP, "Timestamp for this request is outside of the recvWindow.")
+
+    async def _guarded(self, request: web.Request, weight_key: str, handler: Handler) -> web.StreamResponse:
+        """Receives a signed request (faults on /api/v3/order*, weight, signature), then processes
+        it now, later (`late`) or twice (`duplicate`); errors as Binance JSON."""
+        new_order = weight_key in _NEW_ORDER_KEYS
+        draw = Draw(None)
+        if request.path.startswith("/api/v3/order"):
+            draw = self.faults.draw(self._rng, self._requests)
+            self._requests += 1
+        if draw.latency_s:
+            await asyncio.sleep(draw.latency_s)
+        fault = draw.fault
         if fault is not None:
             self.fault_counts[fault.value] = self.fault_counts.get(fault.value, 0) + 1
-        headers = self._rate_headers(_WEIGHTS[weight_key], is_order)
+        refusal = self.rates.admit(self.now_ms(), WEIGHTS[weight_key])
         if fault is Fault.DROP:
             return self._drop(request)
         if fault is Fault.TIMEOUT_BEFORE:
             await asyncio.sleep(self.faults.hang_s)
             return self._drop(request)
         if fault is Fault.ERROR_5XX:
-            return _error(503, ErrorCode.DISCONNECTED, "Internal error; unable to process your request.", headers)
-        if fault in (Fault.RATE_429, Fault.BAN_418) or self._over_limit(headers):
+            return _error(
+                503, ErrorCode.DISCONNECTED, "Internal error; unable to process your request.", self._headers()
+            )
+        if refusal is not None:
+            return self._refuse(refusal)
+        if fault in (Fault.RATE_429, Fault.BAN_418):
             status = 418 if fault is Fault.BAN_418 else 429
-            retry = {**headers, "Retry-After": str(self.faults.retry_after_s)}
+            retry = {**self._headers(), "Retry-After": str(self.faults.retry_after_s)}
             return _error(status, ErrorCode.TOO_MANY_REQUESTS, "Too much request weight used.", retry)
         try:
-            params = await self._params(request)
-            body = handler(params)
+            params = await self._params(request, check_time=False)
         except ApiError as exc:
+            return _error(exc.status, exc.code, exc.msg, self._headers())
+        if fault is Fault.LATE:
+            # Held, not processed: the client waits past its timeout and sees no answer; the
+            # venue processes the request when the hold ends, under the rules of that moment.
+            late = self._spawn(self._deliver(draw.after_s, params, handler, new_order, "late"))
+            await asyncio.shield(late)
+            return self._drop(request)
+        try:
+            body = self._process(params, handler, new_order, "direct")
+        except ApiError as exc:
+            headers = self._headers()
+            if exc.retry_after_s is not None:
+                headers["Retry-After"] = str(exc.retry_after_s)
             return _error(exc.status, exc.code, exc.msg, headers)
-        if fault is Fault.TIMEOUT_AFTER:
+        finally:
+            if fault is Fault.DUPLICATE:
+                self._spawn(self._deliver(draw.after_s, dict(params), handler, new_order, "copy"))
+        if fault in ANSWER_LOST:
             await asyncio.sleep(self.faults.hang_s)
             return self._drop(request)
         if fault is Fault.ERROR_5XX_AFTER:
-            return _error(500, ErrorCode.TIMEOUT, "Timeout waiting for response from backend server.", headers)
-        return web.json_response(body, headers=headers)
+            return _error(500, ErrorCode.TIMEOUT, "Timeout waiting for response from backend server.", self._headers())
+        return web.json_response(body, headers=self._headers())
+
+    def _process(self, params: dict[str, str], handler: Handler, new_order: bool, origin: str) -> Any:
+        """Processes a received request now: timing rule, order count, then the handler."""
+        results = self.processed.setdefault(origin, {})
+        try:
+            self._check_timestamp(params)
+            if new_order and (refusal := self.rates.admit_order(self.now_ms())) is not None:
+                raise ApiError(refusal.status, refusal.code, refusal.msg, refusal.retry_after_s)
+            self._origin = origin
+            try:
+                body = handler(params)
+            finally:
+                self._origin = "direct"
+        except ApiError as exc:
+            results[str(exc.code)] = results.get(str(exc.code), 0) + 1
+            raise
+        results["ok"] = results.get("ok", 0) + 1
+        return body
+
+    async def _deliver(
+        self, after_s: float, params: dict[str, str], handler: Handler, new_order: bool, origin: str
+    ) -> None:
+        """A late delivery or a copy: processed `after_s` from now; its answer goes nowhere."""
+        await asyncio.sleep(after_s)
+        with contextlib.suppress(ApiError):
+            self._process(params, handler, new_order, origin)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _cancel_pending(self, app: web.Application) -> None:
+        for task in list(self._pending):
+            task.cancel()
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:
@@ -198,13 +277,22 @@ class SandboxExchange:
 
     # -- endpoints -------------------------------------------------------------------------------
 
+    def _unsigned(self, weight_key: str, body: Callable[[], Any]) -> web.Response:
+        refusal = self.rates.admit(self.now_ms(), WEIGHTS[weight_key])
+        if refusal is not None:
+            return self._refuse(refusal)
+        return web.json_response(body(), headers=self._headers())
+
     async def _ping(self, request: web.Request) -> web.Response:
-        return web.json_response({})
+        return self._unsigned("ping", dict)
 
     async def _time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})
+        return self._unsigned("time", lambda: {"serverTime": self.now_ms()})
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
+        return self._unsigned("exchangeInfo", self._exchange_info_body)
+
+    def _exchange_info_body(self) -> dict[str, Any]:
         symbols = []
         for spec in self.market.specs.values():
             symbols.append(
@@ -233,18 +321,12 @@ class SandboxExchange:
                     ],
                 }
             )
-        headers = self._rate_headers(_WEIGHTS["exchangeInfo"], False)
-        rate_limits = [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": self.limits.weight_per_minute,
-            },
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": self.limits.orders_per_10s},
-        ]
-        body = {"timezone": "UTC", "rateLimits": rate_limits, "symbols": symbols}
-        return web.json_response(body, headers=headers)
+        return {
+            "timezone": "UTC",
+            "serverTime": self.now_ms(),
+            "rateLimits": self.rates.published(),
+            "symbols": symbols,
+        }
 
     async def _new_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:POST", self._place)
@@ -293,7 +375,14 @@ class SandboxExchange:
         for coid, order in self.orders.items():
             self.ledger[coid].status = order.status  # resting orders may have filled since
         orders = [vars(entry) for entry in sorted(self.ledger.values(), key=lambda e: e.client_order_id)]
-        return web.json_response({"orders": orders, "faults": self.fault_counts})
+        body = {
+            "orders": orders,
+            "faults": self.fault_counts,
+            "processed": self.processed,
+            "rate_refusals": self.rates.refusals,
+            "pending_deliveries": len(self._pending),
+        }
+        return web.json_response(body)
 
     # -- order logic -----------------------------------------------------------------------------
 
@@ -336,12 +425,17 @@ class SandboxExchange:
             time_in_force=params.get("timeInForce", "GTC"),
             price=price,
             orig_qty=qty,
-            transact_time=int(time.time() * 1000),
+            transact_time=self.now_ms(),
         )
         self._next_id += 1
         self.market.submit(order)
         self.orders[coid] = order
+        self.rates.order_placed(self.now_ms())
+        if order.executed_qty > 0:
+            self.rates.order_filled(self.now_ms())  # filled on arrival: off the unfilled count
         entry.accepts += 1
+        entry.copy_accepts += int(self._origin == "copy")
+        entry.late_accepts += int(self._origin == "late")
         entry.price, entry.qty, entry.status = params.get("price"), params["quantity"], order.status
         return order.to_json()
 
