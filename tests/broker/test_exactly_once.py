@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 
 from bench.chaos import ChaosConfig, run_chaos
 from examples.gen_decisions import decisions
@@ -69,12 +68,6 @@ async def test_a_zombie_owner_is_fenced_and_commits_nothing(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker (re)started while the chaos run restarts the broker exits 3 after 15 s ('no Kafka broker "
-    "answers'): an unaccounted exit. Remove this marker once the worker waits for the broker at start (or "
-    "decide that such exits are ours: ChaosConfig(tolerate_broker_exits=True))",
-)
 async def test_small_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     config = ChaosConfig(
         decisions=1_500, partitions=6, workers=2, kills=4, graceful_restarts=2, pauses=1, broker_restart=True

@@ -98,7 +98,11 @@ async def test_sigterm_drains_commits_and_exits_cleanly(kafka: KafkaConfig, topi
 
 def test_run_fails_fast_when_no_broker_answers(tmp_path: Path) -> None:
     result = subprocess.run(
-        cli("run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0", "--outbox", str(tmp_path)),
+        cli(
+            "run",
+            *("--bootstrap-servers", "127.0.0.1:1", "--broker-wait-s", "0"),
+            *("--metrics-port", "0", "--outbox", str(tmp_path)),
+        ),
         cwd=ROOT,
         capture_output=True,
         timeout=60,

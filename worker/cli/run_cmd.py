@@ -75,6 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--symbols", help="comma-separated allow-list; other symbols go to the DLQ")
     run.add_argument("--until-drained", action="store_true", help="exit once all input is processed")
+    run.add_argument(
+        "--broker-wait-s",
+        type=float,
+        default=60.0,
+        help="at start, wait this long for the broker (a restarting broker); 0 = fail at once",
+    )
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
     run.add_argument(
         "--metrics-host",
@@ -108,6 +114,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             commit_interval_ms=args.commit_interval_ms,
             symbols=symbols,
             until_drained=args.until_drained,
+            broker_wait_s=args.broker_wait_s,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             reconcile_interval_ms=args.reconcile_interval_ms,

@@ -47,6 +47,9 @@ class WorkerSettings(BaseModel):
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=256)
     symbols: frozenset[str] | None = None  # allow-list; None accepts every well-formed symbol
     until_drained: bool = False
+    # How long a starting worker waits for the broker (a broker restart takes ~10-30 s). Missing
+    # topics still fail at once: waiting does not create them.
+    broker_wait_s: float = Field(default=60.0, ge=0)
     metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"
     # Orders in flight to a venue at once per partition: enough to hide ~10 ms of REST latency,

@@ -32,7 +32,7 @@ from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
 from worker.execution.engine import ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
-from worker.io.kafka import PRODUCER_BATCH_BYTES, KafkaConfig, topic_partitions
+from worker.io.kafka import PRODUCER_BATCH_BYTES, BrokerUnreachable, KafkaConfig, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.partitioner import partition_for
 from worker.io.topics import TopicsFile, check_cluster_topics, codec_for
@@ -152,11 +152,11 @@ class ExecWorker:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def run(self) -> RunSummary:
+    async def _check_cluster(self) -> None:
+        """The broker answers, the topics exist as the topics file says; input partition counts."""
         await self.kafka.check_reachable()
         async with self.kafka.admin_session() as admin:
             await check_cluster_topics(admin, self.topics, WORKER_ROLES)
-        self.outbox.remove_stale_parts()
         probe = self.kafka.consumer(group_id=None)
         await probe.start()
         try:
@@ -164,6 +164,24 @@ class ExecWorker:
                 self._input_partitions[topic] = len(await topic_partitions(probe, topic))
         finally:
             await probe.stop()
+
+    async def _wait_for_cluster(self) -> None:
+        """A worker that starts while the broker restarts waits for it (up to `broker_wait_s`):
+        a supervisor restarting workers must not see them die of a broker that is coming back."""
+        deadline = time.monotonic() + self.settings.broker_wait_s
+        while True:
+            try:
+                await self._check_cluster()
+                return
+            except (BrokerUnreachable, KafkaError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("Kafka not ready (%s); waiting for it", exc)
+                await asyncio.sleep(1.0)
+
+    async def run(self) -> RunSummary:
+        await self._wait_for_cluster()
+        self.outbox.remove_stale_parts()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
         # A live venue's limits and clock, before the first intent is stamped with that clock.
