@@ -143,6 +143,11 @@ async def apply_topics(
         response = await admin.create_topics(to_create)
         for name, code, *rest in response.topic_errors:
             # 36 = TOPIC_ALREADY_EXISTS: another process created it in between; that is fine.
+            if code in (TOPIC_AUTHORIZATION_FAILED, 31):
+                raise TopicsConfigError(
+                    f"creating {name} was refused (Kafka ACLs, error {code}): creating topics needs CREATE "
+                    "on the cluster or the topic; run `topics apply` with an admin principal"
+                )
             if code not in (0, 36):
                 message = rest[0] if rest else ""
                 raise TopicsConfigError(f"creating {name} failed: error {code} {message}")
@@ -175,6 +180,9 @@ async def _topic_config(admin: AIOKafkaAdminClient, name: str) -> Mapping[str, s
     return result
 
 
+TOPIC_AUTHORIZATION_FAILED = 29
+
+
 def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> WireCodec:
     """The wire codec a topic's `format` asks for (Avro ids come from schemas/registry.json)."""
     if spec.format is WireFormat.JSON:
@@ -194,6 +202,15 @@ async def check_cluster_topics(admin: AIOKafkaAdminClient, topics: TopicsFile, r
     existing = set(await admin.list_topics())
     missing = [topics.role(r).name for r in roles if topics.role(r).name not in existing]
     if missing:
+        # list_topics shows only what the principal may DESCRIBE: tell "refused" from "absent".
+        refused = [
+            t["topic"] for t in await admin.describe_topics(missing) if t["error_code"] == TOPIC_AUTHORIZATION_FAILED
+        ]
+        if refused:
+            raise TopicsConfigError(
+                f"not authorized to describe topics {', '.join(refused)} (Kafka ACLs): grant this principal "
+                "DESCRIBE and READ (inputs) or WRITE (outputs) on them"
+            )
         raise TopicsConfigError(f"missing topics: {', '.join(missing)}; create them with `execworker topics apply`")
     described = {
         t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([topics.role(r).name for r in roles])

@@ -156,6 +156,11 @@ class ExecWorker:
         await self.kafka.check_reachable()
         async with self.kafka.admin_session() as admin:
             await check_cluster_topics(admin, self.topics, WORKER_ROLES)
+        # ACLs (issue 13): a refused group or transactional id fails here, not in a rebalance callback.
+        transactional_ids = [
+            f"{self.settings.transactional_prefix}-p{p}" for p in range(self.topics.role("decisions").partitions)
+        ]
+        await self.kafka.check_access(self.settings.group_id, transactional_ids)
         self.outbox.remove_stale_parts()
         probe = self.kafka.consumer(group_id=None)
         await probe.start()
