@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from worker import __version__
 from worker.cli import (
+    config_cmd,
     dlq_cmd,
     produce_cmd,
     replay_cmd,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         schemas_cmd,
         dlq_cmd,
         sandbox_cmd,
+        config_cmd,
     ):
         module.register(sub)
     return parser
