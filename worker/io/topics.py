@@ -14,8 +14,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
-from worker.codec.registry import FileSchemaRegistry
+from worker.codec.registry import FileSchemaRegistry, SchemaRegistry
 from worker.codec.wire import AvroWire, JsonWire, WireCodec
+from worker.io.schema_registry import RegistryClient, SchemaRegistryError, SubjectRegistry, subject_for
 
 # Roles whose partition counts must agree: exec-events go to the partition number of their input.
 CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
@@ -190,10 +191,16 @@ def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_M
     registry_path = schemas_dir / "registry.json"
     if not registry_path.exists():
         raise TopicsConfigError(f"{spec.name} is Avro but {registry_path} does not exist (--schemas-dir)")
+    local = FileSchemaRegistry(registry_path)
+    # With $SCHEMA_REGISTRY_URL the ids are the registry's (subject `<topic>-value`); else the file's.
+    client = RegistryClient.from_env()
+    registry: SchemaRegistry = local if client is None else SubjectRegistry(client, subject_for(spec.name), local)
     try:
-        return AvroWire(FileSchemaRegistry(registry_path), spec.value_schema, max_bytes)
+        return AvroWire(registry, spec.value_schema, max_bytes)
     except KeyError as exc:
         raise TopicsConfigError(f"{spec.name}: {exc.args[0]}") from None
+    except SchemaRegistryError as exc:
+        raise TopicsConfigError(f"{spec.name}: {exc}") from None
 
 
 async def check_cluster_topics(admin: AIOKafkaAdminClient, topics: TopicsFile, roles: tuple[str, ...]) -> None:
