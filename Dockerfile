@@ -1,10 +1,18 @@
-# The worker image for docker-compose.yml (users with Docker; not built in CI here).
+# The worker image for docker-compose.yml (users with Docker; not built in CI here, where
+# `docker-compose config` validates the compose file).
 FROM python:3.11-slim
 WORKDIR /app
-COPY requirements.lock pyproject.toml README.md ./
+# Runtime dependencies only, every file checked against its hash (requirements-runtime.lock;
+# the dev tools of requirements.lock stay out of the image).
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-runtime.lock
+COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip install --no-cache-dir -r requirements.lock && pip install --no-cache-dir --no-deps .
+RUN pip install --no-cache-dir --no-deps .
+# topics.yaml and schemas/ (Avro topics take their schema ids from schemas/registry.json), and the
+# bundled sample for the compose file's producer.
 COPY topics.yaml ./
+COPY schemas ./schemas
 COPY examples ./examples
 # Non-root: the worker needs nothing but its outbox volume.
 RUN useradd --create-home --uid 10001 execworker && mkdir -p /var/outbox && chown execworker /var/outbox

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := examples/decisions.jsonl
 
-.PHONY: run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv
+.PHONY: broker-loss run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv
 
 venv: $(STAMP)
 
@@ -62,6 +62,11 @@ bench: venv
 ## restart, venue faults); a private broker is started and stopped by the run itself.
 chaos: venv
 	$(BIN)/python -m bench.chaos
+
+## broker-loss: a worker run on a private three-broker cluster, undisturbed and with a partition
+## leader killed (figures in BENCHMARKS.md); the cluster is started and stopped by the run itself.
+broker-loss: venv
+	$(BIN)/python -m bench.broker_loss
 
 clean:
 	rm -rf var/outbox var/bench

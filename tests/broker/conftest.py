@@ -62,3 +62,7 @@ async def topics_factory(kafka: KafkaConfig, tmp_path: Path) -> AsyncIterator[To
 @pytest.fixture
 async def topics(topics_factory: TopicsFactory) -> TestTopics:
     return await topics_factory()
+
+
+# The private SASL_SSL broker (issue 13): started once, by the first test that asks for it.
+from tests.broker.secure_broker import secure_broker  # noqa: E402, F401

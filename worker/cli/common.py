@@ -31,8 +31,12 @@ def kafka_from(args: argparse.Namespace) -> KafkaConfig:
 
 
 def topics_from(args: argparse.Namespace) -> TopicsFile:
+    return topics_for(args.topics)
+
+
+def topics_for(path: Path) -> TopicsFile:
     try:
-        return load_topics(args.topics)
+        return load_topics(path)
     except TopicsConfigError as exc:
         raise UsageError(str(exc)) from None
 

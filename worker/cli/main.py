@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from worker import __version__
 from worker.cli import (
+    config_cmd,
     dlq_cmd,
     produce_cmd,
     replay_cmd,
@@ -25,7 +26,8 @@ from worker.cli import (
     verify_cmd,
 )
 from worker.cli.common import UsageError, setup_logging
-from worker.io.kafka import BrokerUnreachable, UnknownTopic
+from worker.io.kafka import AUTHORIZATION_ERRORS, BrokerUnreachable, KafkaAccessDenied, UnknownTopic, access_denied
+from worker.io.kafka_security import KafkaSecurity, KafkaSecurityError
 from worker.io.topics import TopicsConfigError
 
 
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         schemas_cmd,
         dlq_cmd,
         sandbox_cmd,
+        config_cmd,
     ):
         module.register(sub)
     return parser
@@ -64,5 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerUnreachable as exc:
         print(f"execworker: error: {exc}", file=sys.stderr)
         return 3
+    except (KafkaSecurityError, KafkaAccessDenied) as exc:
+        print(f"execworker: error: {exc}", file=sys.stderr)
+        return 2
+    except AUTHORIZATION_ERRORS as exc:
+        print(f"execworker: error: {access_denied(exc, KafkaSecurity.from_env())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from worker.cli.common import UsageError, add_kafka_options, kafka_from, topics_from
+from worker.cli.common import UsageError, add_kafka_options, topics_for
+from worker.cli.run_config import (
+    ConfigError,
+    RunConfig,
+    add_config_option,
+    given_flags,
+    load_run_config,
+    suppress_defaults,
+)
 from worker.contract.enums import ExecutorKind
 from worker.contract.executor import IExecutor
 from worker.execution.backtest import BacktestExecutor
@@ -36,7 +44,16 @@ API_SECRET_FILE_ENV = "EXECWORKER_API_SECRET_FILE"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="consume decisions and execute them (the worker)")
+    add_run_options(run)
+    run.set_defaults(handler=run_worker)
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    """The run settings as flags (also `config show`'s). Each is also `EXECWORKER_<NAME>` or a key
+    of `--config FILE` (worker/cli/run_config.py): the defaults here are RunConfig's, and a flag
+    counts only when given (suppress_defaults)."""
     add_kafka_options(run)
+    add_config_option(run)
     run.add_argument("--group", default="execworker", help="consumer group id")
     run.add_argument("--transactional-prefix", help="transactional id prefix (default: the group)")
     run.add_argument("--instance-id", help="static group membership id (one per replica; optional)")
@@ -82,46 +99,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="at start, wait this long for the broker (a restarting broker); 0 = fail at once",
     )
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
-    run.add_argument(
-        "--metrics-host",
-        default=os.environ.get("EXECWORKER_METRICS_HOST", "127.0.0.1"),
-        help="address the metrics endpoint binds (default: $EXECWORKER_METRICS_HOST, else 127.0.0.1)",
-    )
-    run.set_defaults(handler=run_worker)
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics endpoint binds")
+    suppress_defaults(run)
 
 
-def settings_from(args: argparse.Namespace) -> WorkerSettings:
-    if args.executor not in {e.value for e in AVAILABLE_EXECUTORS}:
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The effective run settings: flags given, then EXECWORKER_* env, then --config, then defaults."""
+    try:
+        return load_run_config(given_flags(args), args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def settings_from(config: RunConfig) -> WorkerSettings:
+    if config.executor not in {e.value for e in AVAILABLE_EXECUTORS}:
         raise UsageError(
-            f"--executor {args.executor}: not available; choose one of "
+            f"--executor {config.executor}: not available; choose one of "
             f"{', '.join(e.value for e in AVAILABLE_EXECUTORS)}"
         )
     symbols = None
-    if args.symbols:
-        symbols = frozenset(s.strip() for s in args.symbols.split(",") if s.strip())
+    if config.symbols:
+        symbols = frozenset(s.strip() for s in config.symbols.split(",") if s.strip())
+    try:
+        partitioner = Partitioner(config.input_partitioner)
+    except ValueError:
+        raise UsageError(
+            f"--input-partitioner {config.input_partitioner}: choose one of {', '.join(p.value for p in Partitioner)}"
+        ) from None
     try:
         return WorkerSettings(
-            bootstrap_servers=kafka_from(args).bootstrap_servers,
-            topics_file=args.topics,
-            schemas_dir=args.schemas_dir,
-            group_id=args.group,
-            transactional_prefix=args.transactional_prefix or args.group,
-            outbox_dir=args.outbox,
-            executor=ExecutorKind(args.executor),
-            seed=args.seed,
-            max_batch=args.max_batch,
-            poll_timeout_ms=args.poll_timeout_ms,
-            commit_interval_ms=args.commit_interval_ms,
+            bootstrap_servers=config.bootstrap_servers,
+            topics_file=config.topics,
+            schemas_dir=config.schemas_dir,
+            group_id=config.group,
+            transactional_prefix=config.transactional_prefix or config.group,
+            outbox_dir=config.outbox,
+            executor=ExecutorKind(config.executor),
+            seed=config.seed,
+            max_batch=config.max_batch,
+            poll_timeout_ms=config.poll_timeout_ms,
+            commit_interval_ms=config.commit_interval_ms,
             symbols=symbols,
-            until_drained=args.until_drained,
-            broker_wait_s=args.broker_wait_s,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-            reconcile_interval_ms=args.reconcile_interval_ms,
-            group_instance_id=args.instance_id,
-            session_timeout_ms=args.session_timeout_ms,
-            recv_window_ms=args.recv_window_ms,
-            partitioner=Partitioner(args.input_partitioner),
+            until_drained=config.until_drained,
+            broker_wait_s=config.broker_wait_s,
+            metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
+            reconcile_interval_ms=config.reconcile_interval_ms,
+            group_instance_id=config.instance_id,
+            session_timeout_ms=config.session_timeout_ms,
+            recv_window_ms=config.recv_window_ms,
+            partitioner=partitioner,
         )
     except ValidationError as exc:
         raise UsageError(f"invalid option: {exc}") from None
@@ -144,41 +171,44 @@ def credentials_from_env(kind: ExecutorKind) -> VenueCredentials:
     raise UsageError(f"--executor {kind.value} needs ${API_KEY_ENV} and ${API_SECRET_ENV} (or ${API_SECRET_FILE_ENV})")
 
 
-def executor_from(args: argparse.Namespace, settings: WorkerSettings) -> IExecutor:
+def executor_from(config: RunConfig, settings: WorkerSettings) -> IExecutor:
     if settings.executor is ExecutorKind.BACKTEST:
         return BacktestExecutor(Rng(settings.seed))
-    url = args.venue_url or (DEFAULT_SANDBOX_URL if settings.executor is ExecutorKind.SANDBOX else None)
+    url = config.venue_url or (DEFAULT_SANDBOX_URL if settings.executor is ExecutorKind.SANDBOX else None)
     if not url:
         raise UsageError("--executor binance needs --venue-url (e.g. the Binance spot testnet's REST URL)")
     client = BinanceClient(
         url,
         credentials_from_env(settings.executor),
-        timeout_s=args.venue_timeout_s,
+        timeout_s=config.venue_timeout_s,
         recv_window_ms=settings.recv_window_ms,
     )
     return BinanceExecutor(client, venue_name=settings.executor.value)
 
 
-def engine_from(args: argparse.Namespace, settings: WorkerSettings) -> ExecutionEngine:
-    executor = executor_from(args, settings)
-    # Live venues stamp intents with the venue's clock (measured); backtests read no clock.
-    clock = executor.clock if isinstance(executor, BinanceExecutor) else None
-    return ExecutionEngine(executor, clock=clock, policy=policy_from(args))
+def engine_from(config: RunConfig, settings: WorkerSettings) -> ExecutionEngine:
+    # A live venue's engine stamps intents with that venue's clock; backtests read no clock.
+    return ExecutionEngine(executor_from(config, settings), policy=policy_for(config.modes))
 
 
 def policy_from(args: argparse.Namespace) -> PreTradePolicy:
-    if args.modes is None:
+    return policy_for(args.modes)
+
+
+def policy_for(modes: Path | None) -> PreTradePolicy:
+    if modes is None:
         return PreTradePolicy.default()
     try:
-        return PreTradePolicy(load_modes(args.modes))
+        return PreTradePolicy(load_modes(modes))
     except ModesConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
 async def run_worker(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    topics = topics_from(args)
-    engine = engine_from(args, settings)
+    config = config_from(args)
+    settings = settings_from(config)
+    topics = topics_for(config.topics)
+    engine = engine_from(config, settings)
     try:
         worker = ExecWorker(settings, topics, engine)
     except OSError as exc:

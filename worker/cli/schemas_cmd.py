@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worker.cli.common import UsageError, topics_for
+from worker.codec.registry import FileSchemaRegistry
 from worker.codec.schema_files import DOC_PATH, check, export
+from worker.io.schema_registry import URL_ENV, RegistryClient, SchemaRegistryError, register_all
+from worker.io.topics import WireFormat
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs.choices["export"].add_argument(
         "--allow-breaking", action="store_true", help="register an incompatible change anyway"
     )
+    verbs.choices["export"].add_argument(
+        "--register",
+        action="store_true",
+        help="also register every version with $SCHEMA_REGISTRY_URL, subject <topic>-value, for the Avro topics",
+    )
+    verbs.choices["export"].add_argument(
+        "--topics", type=Path, default=Path("topics.yaml"), help="topics file for --register (default: topics.yaml)"
+    )
     verbs.choices["check"].add_argument("--examples", type=int, default=200, help="hypothesis examples")
 
 
@@ -30,7 +42,27 @@ async def run_export(args: argparse.Namespace) -> int:
         print(f"error: {problem}")
     if report.ok and not report.notes:
         print("schemas/ and docs are up to date")
+    if report.ok and args.register:
+        return register_schemas(args)
     return 0 if report.ok else 1
+
+
+def register_schemas(args: argparse.Namespace) -> int:
+    client = RegistryClient.from_env()
+    if client is None:
+        raise UsageError(f"--register needs ${URL_ENV} (the Confluent-compatible schema registry's URL)")
+    topics = topics_for(args.topics)
+    avro = {spec.name: spec.value_schema for spec in topics.topics.values() if spec.format is WireFormat.AVRO}
+    if not avro:
+        print(f"no Avro topics in {args.topics} (format: avro); nothing to register")
+        return 0
+    try:
+        lines = register_all(client, FileSchemaRegistry(args.schemas_dir / "registry.json"), avro)
+    except SchemaRegistryError as exc:
+        raise UsageError(str(exc)) from None
+    for line in lines:
+        print(line)
+    return 0
 
 
 async def run_check(args: argparse.Namespace) -> int:

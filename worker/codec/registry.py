@@ -51,6 +51,10 @@ class FileSchemaRegistry:
             self._parsed[schema_id] = fastavro.parse_schema(entry["schema"])
         return self._parsed[schema_id]
 
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Every entry of contract `name` ({id, name, fingerprint, schema}), oldest first."""
+        return sorted((e for e in self._entries if e["name"] == name), key=lambda e: int(e["id"]))
+
     def latest_schema(self, name: str) -> dict[str, Any] | None:
         entries = [e for e in self._entries if e["name"] == name]
         return max(entries, key=lambda e: e["id"])["schema"] if entries else None

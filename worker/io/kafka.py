@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.structs import ConsumerRecord
+
+from worker.io.kafka_security import KafkaSecurity, KafkaSecurityError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -31,15 +44,61 @@ class BrokerUnreachable(RuntimeError):
         )
 
 
+class KafkaAccessDenied(RuntimeError):
+    """The cluster refused the credentials, the TLS handshake, or an operation (ACLs). The
+    message names the principal and says what to fix; it never contains a password."""
+
+
+AUTHORIZATION_ERRORS: tuple[type[Exception], ...] = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+
+
+def access_denied(exc: BaseException, security: KafkaSecurity, subject: str | None = None) -> KafkaAccessDenied:
+    """Turns one of `AUTHORIZATION_ERRORS` into a message that says which ACL is missing."""
+    who = security.principal
+    detail = subject or str(exc).split(": ", 1)[-1]
+    if isinstance(exc, GroupAuthorizationFailedError):
+        fix = (
+            f"{who} may not use the consumer group {detail!r}: grant it READ on GROUP {detail!r} "
+            "(a PREFIXED ACL covers several), or run with a --group it may use"
+        )
+    elif isinstance(exc, TransactionalIdAuthorizationFailed):
+        fix = (
+            f"{who} may not use its transactional ids ({detail!r}): grant WRITE and DESCRIBE on "
+            "TRANSACTIONAL_ID with a PREFIXED pattern equal to --transactional-prefix (default: the group)"
+        )
+    elif isinstance(exc, TopicAuthorizationFailedError):
+        fix = (
+            f"{who} may not access the topic(s) {detail}: grant READ (inputs) or WRITE (outputs) and "
+            "DESCRIBE on them, or use a principal that has them"
+        )
+    else:
+        fix = (
+            f"{who} may not perform a cluster operation ({detail}): creating topics needs CREATE on "
+            "the CLUSTER; run `topics apply` with an admin principal"
+        )
+    return KafkaAccessDenied(f"Kafka authorization failed: {fix}")
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
     bootstrap_servers: str
     client_id: str = "execworker"
     # Seconds to wait for a broker at start-up before giving up with a clear message.
     connect_timeout_s: float = 15.0
+    # TLS/SASL for every client built here; from the KAFKA_* environment unless given.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity.from_env)
 
     def admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin")
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-admin",
+            **self.security.client_options(),
+        )
 
     @asynccontextmanager
     async def admin_session(self) -> AsyncIterator[AIOKafkaAdminClient]:
@@ -56,6 +115,7 @@ class KafkaConfig:
             *topics,
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
+            **self.security.client_options(),
             **options,
         )
 
@@ -63,21 +123,85 @@ class KafkaConfig:
         return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
+            **self.security.client_options(),
             **options,
         )
 
     async def check_reachable(self) -> None:
-        """Raises `BrokerUnreachable` unless a broker answers a metadata request in time."""
+        """Raises `BrokerUnreachable` unless a broker answers a metadata request in time, and
+        `KafkaAccessDenied` if one answers but refuses the TLS handshake or the credentials."""
         admin = self.admin()
         try:
             await asyncio.wait_for(admin.start(), timeout=self.connect_timeout_s)
             await asyncio.wait_for(admin.describe_cluster(), timeout=self.connect_timeout_s)
         except (KafkaConnectionError, KafkaError, OSError) as exc:
+            await self._diagnose()
             raise BrokerUnreachable(self.bootstrap_servers, self.connect_timeout_s, str(exc)) from None
         except TimeoutError:
+            await self._diagnose()
             raise BrokerUnreachable(self.bootstrap_servers, self.connect_timeout_s, "timed out") from None
         finally:
             await admin.close()
+
+    async def check_access(self, group_id: str, transactional_ids: Sequence[str]) -> None:
+        """Fails fast (`KafkaAccessDenied`) if the principal may not use the consumer group or one
+        of the transactional ids. FindCoordinator is authorized like the real use (DESCRIBE) and
+        changes nothing: no producer is fenced, no group joined."""
+        client = AIOKafkaClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-check",
+            **self.security.client_options(),
+        )
+        await client.bootstrap()
+        try:
+            keys = [(CoordinationType.GROUP, group_id)]
+            keys += [(CoordinationType.TRANSACTION, t) for t in transactional_ids]
+            for kind, key in keys:
+                try:
+                    await client.coordinator_lookup(kind, key)
+                except AUTHORIZATION_ERRORS as exc:
+                    raise access_denied(exc, self.security, key) from None
+                except KafkaError:
+                    # The broker authorizes before it looks the coordinator up: any other error
+                    # (e.g. a coordinator still loading on a fresh cluster) means access is fine.
+                    continue
+        finally:
+            await client.close()
+
+    async def _diagnose(self) -> None:
+        """After a failed bootstrap: one direct connection to the first bootstrap server, to tell
+        a refused login or certificate apart from an absent broker (aiokafka only logs those)."""
+        if self.security.protocol == "PLAINTEXT":
+            return
+        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        try:
+            options = self.security.client_options()
+        except KafkaSecurityError as exc:
+            raise KafkaAccessDenied(str(exc)) from None
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host or "127.0.0.1", int(port), client_id=self.client_id, **options),
+                timeout=self.connect_timeout_s,
+            )
+        except SaslAuthenticationFailed:
+            raise KafkaAccessDenied(
+                f"Kafka authentication failed at {self.bootstrap_servers}: the cluster refused "
+                f"{self.security.principal} with {self.security.sasl_mechanism}. Check KAFKA_SASL_USERNAME, "
+                "KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE) and KAFKA_SASL_MECHANISM"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise KafkaAccessDenied(
+                f"TLS to {self.bootstrap_servers} failed: the broker's certificate is not trusted "
+                f"({exc.verify_message}). Set KAFKA_SSL_CAFILE to the CA that signed it"
+            ) from None
+        except ssl.SSLError as exc:
+            raise KafkaAccessDenied(
+                f"TLS to {self.bootstrap_servers} failed ({exc.reason}): is the listener TLS? "
+                "Check KAFKA_SECURITY_PROTOCOL and the port"
+            ) from None
+        except (KafkaError, OSError, TimeoutError, ValueError):
+            return  # not a security refusal: the caller reports the broker as unreachable
+        conn.close()
 
 
 class UnknownTopic(RuntimeError):

@@ -14,8 +14,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
-from worker.codec.registry import FileSchemaRegistry
+from worker.codec.registry import FileSchemaRegistry, SchemaRegistry
 from worker.codec.wire import AvroWire, JsonWire, WireCodec
+from worker.io.schema_registry import RegistryClient, SchemaRegistryError, SubjectRegistry, subject_for
 
 # Roles whose partition counts must agree: exec-events go to the partition number of their input.
 CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
@@ -143,6 +144,11 @@ async def apply_topics(
         response = await admin.create_topics(to_create)
         for name, code, *rest in response.topic_errors:
             # 36 = TOPIC_ALREADY_EXISTS: another process created it in between; that is fine.
+            if code in (TOPIC_AUTHORIZATION_FAILED, 31):
+                raise TopicsConfigError(
+                    f"creating {name} was refused (Kafka ACLs, error {code}): creating topics needs CREATE "
+                    "on the cluster or the topic; run `topics apply` with an admin principal"
+                )
             if code not in (0, 36):
                 message = rest[0] if rest else ""
                 raise TopicsConfigError(f"creating {name} failed: error {code} {message}")
@@ -175,6 +181,9 @@ async def _topic_config(admin: AIOKafkaAdminClient, name: str) -> Mapping[str, s
     return result
 
 
+TOPIC_AUTHORIZATION_FAILED = 29
+
+
 def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> WireCodec:
     """The wire codec a topic's `format` asks for (Avro ids come from schemas/registry.json)."""
     if spec.format is WireFormat.JSON:
@@ -182,10 +191,16 @@ def codec_for(spec: TopicSpec, schemas_dir: Path, max_bytes: int = DEFAULT_MAX_M
     registry_path = schemas_dir / "registry.json"
     if not registry_path.exists():
         raise TopicsConfigError(f"{spec.name} is Avro but {registry_path} does not exist (--schemas-dir)")
+    local = FileSchemaRegistry(registry_path)
+    # With $SCHEMA_REGISTRY_URL the ids are the registry's (subject `<topic>-value`); else the file's.
+    client = RegistryClient.from_env()
+    registry: SchemaRegistry = local if client is None else SubjectRegistry(client, subject_for(spec.name), local)
     try:
-        return AvroWire(FileSchemaRegistry(registry_path), spec.value_schema, max_bytes)
+        return AvroWire(registry, spec.value_schema, max_bytes)
     except KeyError as exc:
         raise TopicsConfigError(f"{spec.name}: {exc.args[0]}") from None
+    except SchemaRegistryError as exc:
+        raise TopicsConfigError(f"{spec.name}: {exc}") from None
 
 
 async def check_cluster_topics(admin: AIOKafkaAdminClient, topics: TopicsFile, roles: tuple[str, ...]) -> None:
@@ -194,6 +209,15 @@ async def check_cluster_topics(admin: AIOKafkaAdminClient, topics: TopicsFile, r
     existing = set(await admin.list_topics())
     missing = [topics.role(r).name for r in roles if topics.role(r).name not in existing]
     if missing:
+        # list_topics shows only what the principal may DESCRIBE: tell "refused" from "absent".
+        refused = [
+            t["topic"] for t in await admin.describe_topics(missing) if t["error_code"] == TOPIC_AUTHORIZATION_FAILED
+        ]
+        if refused:
+            raise TopicsConfigError(
+                f"not authorized to describe topics {', '.join(refused)} (Kafka ACLs): grant this principal "
+                "DESCRIBE and READ (inputs) or WRITE (outputs) on them"
+            )
         raise TopicsConfigError(f"missing topics: {', '.join(missing)}; create them with `execworker topics apply`")
     described = {
         t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([topics.role(r).name for r in roles])

@@ -157,6 +157,11 @@ class ExecWorker:
         await self.kafka.check_reachable()
         async with self.kafka.admin_session() as admin:
             await check_cluster_topics(admin, self.topics, WORKER_ROLES)
+        # ACLs: a refused group or transactional id fails here, not in a rebalance callback.
+        transactional_ids = [
+            f"{self.settings.transactional_prefix}-p{p}" for p in range(self.topics.role("decisions").partitions)
+        ]
+        await self.kafka.check_access(self.settings.group_id, transactional_ids)
         probe = self.kafka.consumer(group_id=None)
         await probe.start()
         try:
