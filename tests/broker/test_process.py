@@ -62,7 +62,7 @@ async def test_kill_9_mid_run_loses_and_duplicates_nothing(
     for threshold in (300, 1200):
         worker = spawn_worker(topics, kafka, group, outbox, "--max-batch", "25")
         try:
-            await eventually(lambda t=threshold: _more_than(kafka, topics, t), timeout_s=90, what=f"{threshold} events")
+            await eventually(lambda t=threshold: _more_than(kafka, topics, t), timeout_s=180, what=f"{threshold} events")
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
