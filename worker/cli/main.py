@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from worker.cli import (
     verify_cmd,
 )
 from worker.cli.common import UsageError, setup_logging
+from worker.cli.logformat import LOG_FORMAT_ENV, LOG_FORMATS
 from worker.io.kafka import BrokerUnreachable, UnknownTopic
 from worker.io.topics import TopicsConfigError
 
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execworker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"execworker {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"log lines as text or JSON objects (default: ${LOG_FORMAT_ENV}, else text); also after the verb",
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     for module in (
         topics_cmd,
@@ -52,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    log_format = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV) or "text"
+    if log_format not in LOG_FORMATS:
+        print(f"execworker: error: ${LOG_FORMAT_ENV}={log_format}: choose text or json", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose, log_format)
     try:
         return int(asyncio.run(args.handler(args)))
     except UsageError as exc:

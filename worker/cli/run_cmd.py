@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, topics_from
+from worker.cli.logformat import LOG_FORMAT_ENV, LOG_FORMATS
 from worker.contract.enums import ExecutorKind
 from worker.contract.executor import IExecutor
 from worker.execution.backtest import BacktestExecutor
@@ -23,6 +24,7 @@ from worker.io.partitioner import Partitioner
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
+from worker.runtime.orderlog import DEFAULT_SAMPLE_PASS, OrderLog
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.worker import ExecWorker, TakeoverFailed
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
@@ -86,6 +88,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--metrics-host",
         default=os.environ.get("EXECWORKER_METRICS_HOST", "127.0.0.1"),
         help="address the metrics endpoint binds (default: $EXECWORKER_METRICS_HOST, else 127.0.0.1)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"log lines as text or JSON objects (default: ${LOG_FORMAT_ENV}, else text)",
+    )
+    run.add_argument(
+        "--log-sample-pass",
+        type=float,
+        default=DEFAULT_SAMPLE_PASS,
+        help="share of passed orders given an order log line (failures: all); by client order id hash",
     )
     run.set_defaults(handler=run_worker)
 
@@ -179,8 +193,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     topics = topics_from(args)
     engine = engine_from(args, settings)
+    if not 0 <= args.log_sample_pass <= 1:
+        raise UsageError(f"--log-sample-pass {args.log_sample_pass}: a share within 0..1 (0.01 = 1%)")
     try:
-        worker = ExecWorker(settings, topics, engine)
+        worker = ExecWorker(settings, topics, engine, order_log=OrderLog(args.log_sample_pass))
     except OSError as exc:
         raise UsageError(f"--outbox {settings.outbox_dir}: cannot use it ({exc.strerror})") from None
     worker.summary.rules = engine.policy.rules_overview()
