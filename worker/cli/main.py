@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from worker import __version__
 from worker.cli import (
     dlq_cmd,
+    explain_cmd,
     produce_cmd,
     replay_cmd,
     report_cmd,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         schemas_cmd,
         dlq_cmd,
         sandbox_cmd,
+        explain_cmd,
     ):
         module.register(sub)
     return parser
