@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from worker.codec.errors import ErrorClass
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.policy.ids import event_seq
@@ -27,6 +28,7 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # loaded or remote cluster.
 COMMIT_BUCKETS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
+BATCH_OUTCOMES = ("committed", "aborted", "fenced")
 # result label of executor_submit_total
 ACCEPTED, REJECTED = "accepted", "rejected"
 
@@ -98,6 +100,11 @@ class WorkerMetrics:
             "Orders not finished here (resting or outcome unknown) that reconciliation re-checks.",
             registry=r,
         )
+        self.in_flight = Gauge(
+            "executor_in_flight_orders",
+            "Orders sent (intent committed) whose venue outcome is not known yet.",
+            registry=r,
+        )
         self.mode_switches = Counter(
             "executor_mode_switch_total", "Strategy mode switches (audit).", ["old", "new", "trigger"], registry=r
         )
@@ -137,6 +144,13 @@ class WorkerMetrics:
             "Orders the venue reports in the current 10 s window (X-MBX-ORDER-COUNT-10S).",
             registry=r,
         )
+
+        # Series that alerts take `increase()` of exist from the start at 0, so that the first
+        # dead letter or aborted transaction is an increase (a series born at 1 is not).
+        for error_class in ErrorClass:
+            self.dlq.labels(error_class.value)
+        for outcome in BATCH_OUTCOMES:
+            self.batches.labels(outcome)
 
     def committed(self, events: Iterable[ExecEvent]) -> None:
         """Counts a committed batch's events (never an aborted one's), one increment per label."""
