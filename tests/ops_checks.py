@@ -21,14 +21,78 @@ DASHBOARD = ROOT / "ops" / "grafana" / "execworker.json"
 PROMETHEUS_SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 
 _KEYWORDS = frozenset(
-    "by without on ignoring group_left group_right and or unless bool offset le inf nan".split()
+    [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "le",
+        "inf",
+        "nan",
+    ]
 )
 _FUNCTIONS = frozenset(
-    """abs absent absent_over_time avg avg_over_time bottomk ceil changes clamp clamp_max clamp_min count
-    count_over_time count_values delta deriv exp floor histogram_quantile holt_winters idelta increase irate
-    label_join label_replace last_over_time ln log2 log10 max max_over_time min min_over_time predict_linear
-    quantile quantile_over_time rate resets round scalar sort sort_desc sqrt stddev stdvar sum sum_over_time
-    time timestamp topk vector group""".split()
+    [
+        "abs",
+        "absent",
+        "absent_over_time",
+        "avg",
+        "avg_over_time",
+        "bottomk",
+        "ceil",
+        "changes",
+        "clamp",
+        "clamp_max",
+        "clamp_min",
+        "count",
+        "count_over_time",
+        "count_values",
+        "delta",
+        "deriv",
+        "exp",
+        "floor",
+        "histogram_quantile",
+        "holt_winters",
+        "idelta",
+        "increase",
+        "irate",
+        "label_join",
+        "label_replace",
+        "last_over_time",
+        "ln",
+        "log2",
+        "log10",
+        "max",
+        "max_over_time",
+        "min",
+        "min_over_time",
+        "predict_linear",
+        "quantile",
+        "quantile_over_time",
+        "rate",
+        "resets",
+        "round",
+        "scalar",
+        "sort",
+        "sort_desc",
+        "sqrt",
+        "stddev",
+        "stdvar",
+        "sum",
+        "sum_over_time",
+        "time",
+        "timestamp",
+        "topk",
+        "vector",
+        "group",
+    ]
 )
 
 

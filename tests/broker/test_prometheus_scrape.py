@@ -43,6 +43,20 @@ async def until(what: str, check: Any) -> Any:
         await asyncio.sleep(0.25)
 
 
+def start_prometheus(binary: str, config: Path, tsdb: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -78,17 +92,7 @@ async def test_prometheus_scrapes_the_worker_and_an_alert_goes_pending(
             }
         )
     )
-    prometheus = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    prometheus = start_prometheus(prometheus_bin, config, tmp_path / "tsdb", prometheus_port)
     api = f"http://127.0.0.1:{prometheus_port}/api/v1"
     try:
 
