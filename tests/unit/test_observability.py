@@ -297,7 +297,7 @@ def test_json_lines_carry_the_fields() -> None:
     order_log.committed([event("j1", 1, OrderStatus.DENIED, reason="warmup", rounding_applied=True)])
     (record,) = capture.records
     line = orjson.loads(JsonFormatter().format(record))
-    assert line["level"] == "WARNING" and line["logger"].startswith(ORDER_LOGGER)
+    assert line["level"] == "INFO" and line["logger"].startswith(ORDER_LOGGER)
     assert (line["client_order_id"], line["warmup"], line["rounding_applied"]) == ("j1", True, True)
     assert (line["topic"], line["partition"], line["offset"]) == ("decisions.v1", 0, 1)
     assert line["msg"].startswith("order DENIED client_order_id=j1")

@@ -104,7 +104,7 @@ class OrderLog:
             decision = self._decisions.is_decision(event)
             failure = event.status.value in FAILURE_STATUSES
             if failure or (decision and pass_sampled(event.client_order_id, self.sample_pass)):
-                self._emit(order_fields(event, failure), logging.WARNING if failure else logging.INFO)
+                self._emit(order_fields(event, failure), logging.INFO)
         for record in dead:
             self._emit(dead_fields(record), logging.WARNING)
 
