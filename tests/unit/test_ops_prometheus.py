@@ -62,3 +62,13 @@ def test_every_alert_metric_is_served_except_the_shadows() -> None:
     missing = unserved([rule["expr"] for rule in rules], served)
     # executor_shadow_parity_ratio comes with the shadow executor (issue 12 item 1).
     assert {n for names in missing.values() for n in names} <= {"executor_shadow_parity_ratio"}
+
+
+def test_every_metric_is_documented() -> None:
+    from tests.ops_checks import ROOT
+
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    families = {metric.name for metric in WorkerMetrics().registry.collect()}
+    # prometheus_client drops `_total` from counter family names
+    missing = {name for name in families if f"`{name}" not in doc}
+    assert missing == set()
