@@ -90,9 +90,10 @@ async def _drain(kafka: KafkaConfig, path: Path, topics: Any, group: str, outbox
         metrics_port=0,
     )
     executor = BinanceExecutor(
-        BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), WallClock(), venue_name="sandbox"
+        BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), venue_name="sandbox"
     )
-    worker = ExecWorker(settings, topics, ExecutionEngine(executor, clock=WallClock()))
+    # As `execworker run` builds it: intents stamped with the venue's (measured) clock.
+    worker = ExecWorker(settings, topics, ExecutionEngine(executor, clock=executor.clock))
     return await asyncio.wait_for(worker.run(), timeout=120)
 
 
@@ -161,7 +162,7 @@ class _RecordingExecutor:
 async def sample_pass(values: list[bytes], latencies_ns: list[int] | None = None) -> float:
     """Decode, prepare and send every decision of the sample in-process; seconds taken."""
     executor = _RecordingExecutor()
-    engine = ExecutionEngine(executor)
+    engine = ExecutionEngine(executor, clock=WallClock())  # a live engine stamps intents with a clock
     book = OrderBook()
     started = time.process_time()
     for offset, value in enumerate(values):

@@ -20,7 +20,11 @@ FAILURES = {"DENIED", "THROTTLED", "REJECTED"}
 
 async def test_every_failure_is_in_the_json_log(kafka: KafkaConfig, topics: TestTopics, tmp_path: Path) -> None:
     values = [orjson.dumps(d) for d in decisions(400, seed=5)]
-    await produce(kafka, topics.name("decisions"), [(b"k", v) for v in values] + [(b"k", b"{broken")])
+    await produce(
+        kafka,
+        topics.name("decisions"),
+        [(orjson.loads(v)["symbol"].encode(), v) for v in values] + [(b"BTCUSDT", b"{broken")],
+    )
     args = [
         "run",
         "--until-drained",

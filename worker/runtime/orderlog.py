@@ -2,8 +2,9 @@
 
 Built over committed exec-events and DLQ records (what happened, once it is durable), so it needs
 nothing from the engine. Every failure is logged (denied, throttled, rejected, unknown outcome,
-resent, cancel refused, dead-lettered); passes are sampled by a hash of the client order id, the
-same orders in every run and on every replica, so a sampled order is logged by whoever handles it.
+resent, cancel or amend refused: `outcomes.failure`; dead-lettered); passes are sampled by a
+hash of the client order id, the same orders in every run and on every replica, so a sampled
+order is logged by whoever handles it.
 
 Lines go to the `execworker.orders` logger; `--log-format json` renders their fields as JSON
 (worker.cli.logformat), text renders them as `key=value`.
@@ -16,8 +17,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from worker.contract.enums import OrderStatus
 from worker.contract.events import DlqRecord, ExecEvent
-from worker.runtime.outcomes import FAILURE_STATUSES, OrderDecisions
+from worker.runtime.outcomes import OrderDecisions, failure
 
 ORDER_LOGGER = "execworker.orders"
 DEFAULT_SAMPLE_PASS = 0.01
@@ -34,18 +36,20 @@ def pass_sampled(client_order_id: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") < rate * _HASH_SPACE
 
 
-def order_fields(event: ExecEvent, failure: bool) -> dict[str, Any]:
+def order_fields(event: ExecEvent, failed: str | None) -> dict[str, Any]:
     """The line's fields: what was decided, why, and where the input came from."""
     reason = event.reason
     guard = reason[len("guard:") :] if reason and reason.startswith("guard:") else None
     return {
         "kind": "order",
         "client_order_id": event.client_order_id,
-        "outcome": "failure" if failure else "pass",
+        "outcome": "failure" if failed else "pass",
+        "failure": failed,
         "event_id": event.event_id,
         "status": event.status.value,
         "reason": reason,
-        "reject_reason": reason if event.status.value == "REJECTED" else None,
+        "reject_reason": reason if event.status is OrderStatus.REJECTED else None,
+        "attempt": event.attempt,
         "guard_reason": guard,
         "warmup": reason == "warmup",
         "mode": event.mode,
@@ -70,6 +74,7 @@ def dead_fields(record: DlqRecord) -> dict[str, Any]:
     return {
         "kind": "dead_letter",
         "outcome": "failure",
+        "failure": "dead_lettered",
         "status": "DEAD_LETTERED",
         "error_class": record.error_class,
         "reason": record.reason,
@@ -102,9 +107,9 @@ class OrderLog:
     def committed(self, events: Iterable[ExecEvent], dead: Iterable[DlqRecord] = ()) -> None:
         for event in events:
             decision = self._decisions.is_decision(event)
-            failure = event.status.value in FAILURE_STATUSES
-            if failure or (decision and pass_sampled(event.client_order_id, self.sample_pass)):
-                self._emit(order_fields(event, failure), logging.INFO)
+            failed = failure(event)
+            if failed or (decision and pass_sampled(event.client_order_id, self.sample_pass)):
+                self._emit(order_fields(event, failed), logging.INFO)
         for record in dead:
             self._emit(dead_fields(record), logging.WARNING)
 

@@ -31,16 +31,31 @@ ANSWERS = frozenset(
         OrderStatus.REJECTED,
     }
 )
-# Failures an operator must be able to follow, by status value. Some of these statuses arrive
-# with issue 10 (unknown outcome, resent, cancel refused); matching by value keeps this module
-# right before and after they exist.
-FAILURE_STATUSES = frozenset({"DENIED", "THROTTLED", "REJECTED", "UNKNOWN", "RESENT", "CANCEL_REJECTED"})
+# Orders waiting for their first answer: the intent (SUBMITTED, a resend too) or UNKNOWN.
+AWAITING = frozenset({OrderStatus.SUBMITTED, OrderStatus.UNKNOWN})
+FAILURE_STATUSES = frozenset({OrderStatus.DENIED, OrderStatus.THROTTLED, OrderStatus.REJECTED, OrderStatus.UNKNOWN})
 
 # Executors whose orders are answered in the event that records them (no intent first).
 _NO_INTENT_EXECUTORS = frozenset({"backtest"})
 # At most this many orders awaiting a first answer are remembered (bounded memory even if
 # answers never come); the oldest are forgotten first.
 PENDING_CAPACITY = 100_000
+
+
+def failure(event: ExecEvent) -> str | None:
+    """What went wrong, for an event an operator must be able to follow; None for the rest:
+    denied, throttled, rejected, unknown outcome, resent (an intent after the first), a refused
+    cancel or amend (recorded with `cancel_refused:` / `amend_refused:` reasons)."""
+    if event.status in FAILURE_STATUSES:
+        return event.status.value.lower()
+    if event.status is OrderStatus.SUBMITTED and (event.attempt or 1) > 1:
+        return "resent"
+    reason = event.reason or ""
+    if reason.startswith("cancel_refused:"):
+        return "cancel_refused"
+    if reason.startswith("amend_refused:"):
+        return "amend_refused"
+    return None
 
 
 def event_seq(event: ExecEvent) -> int:
@@ -61,7 +76,7 @@ class OrderDecisions:
             return True
         coid = event.client_order_id
         if event.status not in ANSWERS:
-            if event.status is OrderStatus.SUBMITTED and event_seq(event) == 1:
+            if event.status in AWAITING:
                 self._pending[coid] = None
                 if len(self._pending) > self._capacity:
                     del self._pending[next(iter(self._pending))]
@@ -71,7 +86,8 @@ class OrderDecisions:
             del self._pending[coid]
             return True
         # Without the intent in memory (committed by an earlier process): an intent is event 1,
-        # so a venue executor's first answer is event 2; a backtest's is event 1.
+        # so a venue executor's first answer is event 2; a backtest's is event 1. (An order that
+        # went UNKNOWN or was resent before a restart is not counted by the new process.)
         if event.executor in _NO_INTENT_EXECUTORS:
             return seq == 1
         return seq == 2
@@ -99,27 +115,35 @@ KNOWN_REASONS = frozenset(
         "book_exhausted",
         "venue_banned",
         "unknown_outcome",
+        "expired_before_send",
+        "resend",
         "not_at_venue",
         "not_at_venue_source_gone",
-        "not_at_venue_after_retries",
         "cancel_requested",
+        "canceled",
+        "canceled_before_venue",
         "amended",
         "unknown_order",
+        "unknown_symbol",
         "amend_unsupported",
     }
 )
+# Reasons with a free part after a fixed prefix: the prefix is the label.
+_PREFIXES = ("guard", "cancel_refused", "amend_refused", "unknown_outcome", "not_at_venue_after")
 _VENUE_CODES = frozenset(code.value for code in ErrorCode)
 
 
 def reason_label(reason: str | None) -> str:
-    """A bounded label for a reason: known reasons as they are, `guard` for any guard reason,
-    `venue_<code>` for a known venue error code, `http_429`/`http_418`, `not_sent`, else `other`."""
+    """A bounded label for a reason: known reasons as they are, the prefix of a reason with a
+    free part (`guard`, `cancel_refused`, `not_at_venue_after`, ...), `venue_<code>` for a known
+    venue error code, `http_429`/`http_418`, `not_sent`, else `other`."""
     if not reason:
         return "none"
     if reason in KNOWN_REASONS:
         return reason
-    if reason.startswith("guard:"):
-        return "guard"
+    for prefix in _PREFIXES:
+        if reason.startswith(prefix):
+            return prefix
     if reason.startswith("venue:"):
         code = reason.split(":", 2)[1]
         try:

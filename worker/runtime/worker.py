@@ -347,7 +347,7 @@ class ExecWorker:
         self._last_lag_report = now
         await self._drained(consumer)
         self.metrics.reconcile_backlog.set(sum(len(owner.book.open_orders()) for owner in self._owners.values()))
-        self.metrics.in_flight.set(self.in_flight())
+        self.metrics.in_flight.set(sum(1 for o in self._owners.values() for r in o.book.open_orders() if r.in_flight))
         self.metrics.observe_venue(self.engine.executor)
 
     async def _maybe_reconcile(self) -> None:
