@@ -301,3 +301,31 @@ def test_json_lines_carry_the_fields() -> None:
     assert (line["client_order_id"], line["warmup"], line["rounding_applied"]) == ("j1", True, True)
     assert (line["topic"], line["partition"], line["offset"]) == ("decisions.v1", 0, 1)
     assert line["msg"].startswith("order DENIED client_order_id=j1")
+
+
+def test_an_unknown_outcome_then_a_resend_then_an_answer_counts_once() -> None:
+    intent = event("u", 1, OrderStatus.SUBMITTED, sent_ts_ms=1000, attempt=1)
+    unknown = event("u", 2, OrderStatus.UNKNOWN, reason="unknown_outcome:TimeoutError", sent_ts_ms=1000)
+    resend = event("u", 3, OrderStatus.SUBMITTED, reason="resend", sent_ts_ms=9000, attempt=2)
+    answer = event("u", 4, OrderStatus.ACCEPTED, sent_ts_ms=9000, ack_ts_ms=9006)
+    fill = event("u", 5, OrderStatus.FILLED, sent_ts_ms=9000, ack_ts_ms=20_000)
+    metrics = WorkerMetrics()
+    for batch in ([intent], [unknown], [resend], [answer], [fill]):
+        metrics.committed(batch)
+    assert sample_value(metrics, "executor_submit_total", result="accepted", reason="none") == 1
+    assert sample_value(metrics, "executor_latency_ms_sum") == 6
+    order_log, capture = captured_log(sample_pass=0.0)
+    order_log.committed([intent, unknown, resend, answer, fill])
+    failures = [(r.fields["status"], r.fields["failure"]) for r in capture.records]  # type: ignore[attr-defined]
+    assert failures == [("UNKNOWN", "unknown"), ("SUBMITTED", "resent")]
+
+
+def test_refused_cancels_and_amends_are_failures_with_bounded_labels() -> None:
+    refused = event("c", 4, OrderStatus.PENDING_CANCEL, reason="cancel_refused:venue:-2011:Unknown order sent.")
+    amend = event("c", 5, OrderStatus.ACCEPTED, reason="amend_refused:amend_unsupported")
+    order_log, capture = captured_log(sample_pass=0.0)
+    order_log.committed([refused, amend])
+    assert [r.fields["failure"] for r in capture.records] == ["cancel_refused", "amend_refused"]  # type: ignore[attr-defined]
+    assert reason_label(refused.reason) == "cancel_refused"
+    assert reason_label("not_at_venue_after_3_attempts") == "not_at_venue_after"
+    assert reason_label("unknown_outcome:ServerDisconnectedError after sending") == "unknown_outcome"
