@@ -314,6 +314,10 @@ def test_an_unknown_outcome_then_a_resend_then_an_answer_counts_once() -> None:
         metrics.committed(batch)
     assert sample_value(metrics, "executor_submit_total", result="accepted", reason="none") == 1
     assert sample_value(metrics, "executor_latency_ms_sum") == 6
+    summary = RunSummary()
+    for batch in ([intent], [unknown], [resend], [answer], [fill]):
+        summary.add_events(batch)
+    assert (len(summary.latencies_ms), summary.latencies_ms.percentile(1.0)) == (1, 6)
     order_log, capture = captured_log(sample_pass=0.0)
     order_log.committed([intent, unknown, resend, answer, fill])
     failures = [(r.fields["status"], r.fields["failure"]) for r in capture.records]  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.execution.binance.protocol import ErrorCode
+from worker.policy.ids import event_seq as seq_of
 
 UNSENT = frozenset({OrderStatus.DENIED, OrderStatus.THROTTLED})
 ANSWERS = frozenset(
@@ -60,8 +61,7 @@ def failure(event: ExecEvent) -> str | None:
 
 def event_seq(event: ExecEvent) -> int:
     """The event's position in its order's life (event ids are `{client_order_id}.{seq}`)."""
-    _, _, seq = event.event_id.rpartition(".")
-    return int(seq) if seq.isdigit() else 0
+    return seq_of(event.event_id)
 
 
 class OrderDecisions:
