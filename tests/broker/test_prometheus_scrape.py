@@ -78,7 +78,13 @@ async def test_prometheus_scrapes_the_worker_and_an_alert_goes_pending(
     prometheus_bin = tool("prometheus", "prometheus")
     metrics_port, prometheus_port = free_port(), free_port()
     worker = spawn_worker(
-        topics, kafka, f"g-{uuid.uuid4().hex[:8]}", tmp_path / "outbox", "--metrics-port", str(metrics_port)
+        topics,
+        kafka,
+        f"g-{uuid.uuid4().hex[:8]}",
+        tmp_path / "outbox",
+        "--metrics-port",
+        str(metrics_port),
+        stderr=subprocess.DEVNULL,
     )
     config = tmp_path / "prometheus.yml"
     config.write_text(
