@@ -70,3 +70,19 @@ broker-loss: venv
 
 clean:
 	rm -rf var/outbox var/bench
+
+## gates (issue 12): idempotency of the live path, in-process p95 decode -> venue request <= 5 ms,
+## performance as a ratio to a reference loop vs bench/gates_baseline.json. Called by .ci/run.
+.PHONY: gates gates-baseline ops-check
+gates: venv
+	scripts/with-broker $(BIN)/python -m bench.gates
+
+## gates-baseline: record this machine's performance ratio (after a deliberate change in speed).
+gates-baseline: venv
+	$(BIN)/python -m bench.gates --write-baseline --skip-idempotency
+
+## ops-check: promtool check/test of ops/prometheus/alerts.yml (installs Debian's prometheus if missing).
+ops-check:
+	@command -v promtool >/dev/null || apt-get install -y -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml

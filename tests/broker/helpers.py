@@ -106,13 +106,16 @@ def run_command(topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path
 
 
 def spawn_worker(
-    topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str
+    topics: TestTopics, kafka: KafkaConfig, group: str, outbox: Path, *extra: str, stderr: Any = subprocess.PIPE
 ) -> subprocess.Popen[bytes]:
+    """A worker process. Its stderr (the log, with an order line per failed order) is a pipe that
+    the caller must read, or a worker writing a full pipe blocks: pass `stderr=subprocess.DEVNULL`
+    when the log is not wanted."""
     return subprocess.Popen(
         run_command(topics, kafka, group, outbox, *extra),
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 

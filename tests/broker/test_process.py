@@ -60,9 +60,12 @@ async def test_kill_9_mid_run_loses_and_duplicates_nothing(
     kills = 0
     # Small transactions so that a kill lands mid-stream with work committed before it.
     for threshold in (300, 1200):
-        worker = spawn_worker(topics, kafka, group, outbox, "--max-batch", "25")
+        # Killed, never read: its log must not fill a pipe and stop it.
+        worker = spawn_worker(topics, kafka, group, outbox, "--max-batch", "25", stderr=subprocess.DEVNULL)
         try:
-            await eventually(lambda t=threshold: _more_than(kafka, topics, t), timeout_s=180, what=f"{threshold} events")
+            await eventually(
+                lambda t=threshold: _more_than(kafka, topics, t), timeout_s=180, what=f"{threshold} events"
+            )
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from worker.cli.logformat import formatter_for
 from worker.io.kafka import BOOTSTRAP_ENV, KafkaConfig, bootstrap_from_env
 from worker.io.topics import TopicsConfigError, TopicsFile, load_topics
 
@@ -48,11 +49,9 @@ def resolve_topic(topics: TopicsFile, name_or_role: str) -> str:
     return name_or_role
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(verbose: bool, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter_for(log_format))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     # aiokafka logs every rebalance step and connection at INFO; keep our own lines readable.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

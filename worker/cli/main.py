@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from worker import __version__
 from worker.cli import (
     config_cmd,
     dlq_cmd,
+    explain_cmd,
     produce_cmd,
     replay_cmd,
     report_cmd,
@@ -26,6 +28,7 @@ from worker.cli import (
     verify_cmd,
 )
 from worker.cli.common import UsageError, setup_logging
+from worker.cli.logformat import LOG_FORMAT_ENV, LOG_FORMATS
 from worker.io.kafka import AUTHORIZATION_ERRORS, BrokerUnreachable, KafkaAccessDenied, UnknownTopic, access_denied
 from worker.io.kafka_security import KafkaSecurity, KafkaSecurityError
 from worker.io.topics import TopicsConfigError
@@ -35,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="execworker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"execworker {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"log lines as text or JSON objects (default: ${LOG_FORMAT_ENV}, else text); also after the verb",
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     for module in (
         topics_cmd,
@@ -48,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         dlq_cmd,
         sandbox_cmd,
         config_cmd,
+        explain_cmd,
     ):
         module.register(sub)
     return parser
@@ -55,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    log_format = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV) or "text"
+    if log_format not in LOG_FORMATS:
+        print(f"execworker: error: ${LOG_FORMAT_ENV}={log_format}: choose text or json", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose, log_format)
     try:
         return int(asyncio.run(args.handler(args)))
     except UsageError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from worker.cli.common import UsageError, add_kafka_options, topics_for
+from worker.cli.logformat import LOG_FORMAT_ENV, LOG_FORMATS
 from worker.cli.run_config import (
     ConfigError,
     RunConfig,
@@ -31,6 +32,7 @@ from worker.io.partitioner import Partitioner
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
+from worker.runtime.orderlog import DEFAULT_SAMPLE_PASS, OrderLog
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.worker import ExecWorker, TakeoverFailed
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
@@ -100,6 +102,18 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
     run.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics endpoint binds")
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"log lines as text or JSON objects (default: ${LOG_FORMAT_ENV}, else text)",
+    )
+    run.add_argument(
+        "--log-sample-pass",
+        type=float,
+        default=DEFAULT_SAMPLE_PASS,
+        help="share of passed orders given an order log line (failures: all); by client order id hash",
+    )
     suppress_defaults(run)
 
 
@@ -209,8 +223,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(config)
     topics = topics_for(config.topics)
     engine = engine_from(config, settings)
+    if not 0 <= config.log_sample_pass <= 1:
+        raise UsageError(f"--log-sample-pass {config.log_sample_pass}: a share within 0..1 (0.01 = 1%)")
     try:
-        worker = ExecWorker(settings, topics, engine)
+        worker = ExecWorker(settings, topics, engine, order_log=OrderLog(config.log_sample_pass))
     except OSError as exc:
         raise UsageError(f"--outbox {settings.outbox_dir}: cannot use it ({exc.strerror})") from None
     worker.summary.rules = engine.policy.rules_overview()

@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from worker.io.kafka import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
+from worker.runtime.orderlog import DEFAULT_SAMPLE_PASS
 
 ENV_PREFIX = "EXECWORKER_"
 CONFIG_ENV = "EXECWORKER_CONFIG"
@@ -70,6 +71,7 @@ class RunConfig(BaseSettings):
     broker_wait_s: float = 60.0
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
+    log_sample_pass: float = DEFAULT_SAMPLE_PASS  # passed orders with an order log line (failures: all)
 
     @field_validator("symbols", mode="before")
     @classmethod

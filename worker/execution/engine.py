@@ -305,6 +305,7 @@ class ExecutionEngine:
         record = book.get(client_order_id)
         assert record is not None
         update = {**update, "event_id": event_id(client_order_id, record.events + 1)}
+        _keep_latency(record.last, update)
         try:
             return self._emit(book, record.last.model_copy(update=update))
         except IllegalTransition as exc:
@@ -392,6 +393,7 @@ class ExecutionEngine:
             }
         update["event_id"] = event_id(target, record.events + 1)
         update["event_ts_ms"] = decision.event_ts_ms
+        _keep_latency(record.last, update)
         return CommandResult(self._emit(book, record.last.model_copy(update=update)))
 
     def _emit(self, book: OrderBook, event: ExecEvent) -> tuple[ExecEvent, ...]:
@@ -504,3 +506,11 @@ def _order_from_intent(intent: ExecEvent) -> OrderCtx:
 
 
 _UNRECORDED = Decimal(1)
+
+
+def _keep_latency(last: ExecEvent, update: dict[str, object]) -> None:
+    """A follow-up event copies its predecessor: keep `latency_ms == ack_ts_ms - sent_ts_ms` on
+    every event that carries both (a fill or cancel answered later has a later ack)."""
+    sent = update.get("sent_ts_ms", last.sent_ts_ms)
+    ack = update.get("ack_ts_ms", last.ack_ts_ms)
+    update["latency_ms"] = ack - sent if isinstance(sent, int) and isinstance(ack, int) else None

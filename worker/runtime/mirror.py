@@ -79,7 +79,7 @@ class OutboxMirror:
                     if next_mark is not None:
                         await asyncio.to_thread(self._outbox.set_mark, self._topic, partition, next_mark)
                     self._summary.outbox_lines += written
-                    self._metrics.outbox_lines.inc(written)
+                    self._metrics.outbox_published(written)
             except OSError as exc:
                 publisher.failed = True
                 self._metrics.outbox_errors.inc()

@@ -6,8 +6,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.policy.ids import event_seq
+from worker.runtime.histogram import LogHistogram
+from worker.runtime.outcomes import OrderDecisions
 
 T = TypeVar("T")
 
@@ -28,7 +31,8 @@ class RunSummary:
     by_reason: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     dlq: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[int] = field(default_factory=list)
+    # Send to first answer, once per order; bounded memory (a log-bucketed histogram, < 1% error).
+    latencies_ms: LogHistogram = field(default_factory=LogHistogram)
     transactions: int = 0
     aborted: int = 0
     outbox_lines: int = 0
@@ -37,6 +41,7 @@ class RunSummary:
     observed: Counter[str] = field(default_factory=Counter)
     # The effective rollout rules (`PreTradePolicy.rules_overview`), shown as they were set.
     rules: list[str] = field(default_factory=list)
+    _decisions: OrderDecisions = field(default_factory=OrderDecisions, repr=False)
 
     def add_events(self, events: list[ExecEvent]) -> None:
         self.events += len(events)
@@ -46,11 +51,17 @@ class RunSummary:
                 self.observed.update(event.observed)
             if event.reason:
                 self.by_reason[f"{event.status.value}:{event.reason}"] += 1
-            if event.latency_ms is not None:
-                self.latencies_ms.append(event.latency_ms)
+            # Every event goes through is_decision (intents are remembered there).
+            decision = self._decisions.is_decision(event)
+            if (
+                decision
+                and event.latency_ms is not None
+                and event.status not in (OrderStatus.DENIED, OrderStatus.THROTTLED)
+            ):
+                self.latencies_ms.record(event.latency_ms)
 
     def render(self, elapsed_s: float, outbox_root: str, metrics_url: str | None) -> str:
-        latencies = sorted(self.latencies_ms)
+        latencies = self.latencies_ms
         rate = self.consumed / elapsed_s if elapsed_s > 0 else 0.0
         lines = [
             "execworker run summary",
@@ -74,7 +85,7 @@ class RunSummary:
         lines.append(f"  dead-lettered      {dlq_total:>8}")
         for reason, count in sorted(self.dlq.items()):
             lines.append(f"    {reason:<16} {count:>8}")
-        p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+        p50, p95 = latencies.percentile(0.50), latencies.percentile(0.95)
         lines.append(
             f"  ack latency (ms)   p50 {p50 if p50 is not None else '-'}"
             f"  p95 {p95 if p95 is not None else '-'}  over {len(latencies)} orders"

@@ -42,6 +42,7 @@ from worker.runtime.control import ControlFeed
 from worker.runtime.dlq import dlq_record
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.mirror import OutboxMirror
+from worker.runtime.orderlog import OrderLog
 from worker.runtime.recovery import rebuild_partitions
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary
@@ -98,12 +99,14 @@ class ExecWorker:
         topics: TopicsFile,
         engine: ExecutionEngine,
         metrics: WorkerMetrics | None = None,
+        order_log: OrderLog | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.kafka = KafkaConfig(settings.bootstrap_servers)
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
+        self.order_log = order_log or OrderLog()
         self.summary = RunSummary()
         self.outbox = Outbox(settings.outbox_dir)
         self.exec_topic = topics.role("exec_events").name
@@ -348,6 +351,9 @@ class ExecWorker:
             return
         self._last_lag_report = now
         await self._drained(consumer)
+        self.metrics.reconcile_backlog.set(sum(len(owner.book.open_orders()) for owner in self._owners.values()))
+        self.metrics.in_flight.set(sum(1 for o in self._owners.values() for r in o.book.open_orders() if r.in_flight))
+        self.metrics.observe_venue(self.engine.executor)
 
     async def _maybe_reconcile(self) -> None:
         """Every `reconcile_interval_ms`, settle resting and unknown-outcome orders with the venue."""
@@ -500,7 +506,9 @@ class ExecWorker:
     ) -> bool:
         """Commits one transaction and folds its state; False (state rolled back) if it failed."""
         try:
+            started = time.perf_counter()
             published, next_mark = await self.writer.commit(owner.producer, owner.partition, events, dead, offsets)
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
         except ProducerFenced:
             log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
             owner.book.rollback()
@@ -609,6 +617,7 @@ class ExecWorker:
         self.summary.add_events(events)
         self.metrics.batches.labels("committed").inc()
         self.metrics.committed(events)
+        self.order_log.committed(events, dead)
         for record in dead:
             self.summary.dlq[record.error_class] += 1
             self.metrics.dlq.labels(record.error_class).inc()
