@@ -13,6 +13,8 @@ from worker.cli.config_cmd import effective
 from worker.cli.main import build_parser, main
 from worker.cli.run_cmd import config_from, settings_from
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,3 +124,12 @@ def test_config_show_masks_secrets(
     assert shown["kafka_security"]["sasl_username"] == "worker"
     assert shown["venue_credentials"]["EXECWORKER_API_SECRET"] == "***"
     assert effective(build_parser().parse_args(["config", "show"]))["run"]["transactional_prefix"] == "execworker"
+
+
+def test_config_show_lists_the_effective_rollout_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    modes = tmp_path / "modes.yaml"
+    base = (ROOT / "examples" / "modes.yaml").read_text(encoding="utf-8")
+    modes.write_text(base + "\nrules:\n  warmup: observe\n", encoding="utf-8")
+    assert main(["config", "show", "--modes", str(modes)]) == 0
+    rules = yaml.safe_load(capsys.readouterr().out)["rules"]
+    assert rules == ["modes day, night, storm: warmup=observe (others enforce)"]

@@ -11,6 +11,8 @@ import yaml
 
 from worker.cli.run_cmd import API_KEY_ENV, API_SECRET_ENV, API_SECRET_FILE_ENV, add_run_options, config_from
 from worker.io.kafka_security import KafkaSecurity, KafkaSecurityError
+from worker.policy.modes import ModesConfigError
+from worker.policy.pretrade import effective_rules
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +38,11 @@ def effective(args: argparse.Namespace) -> dict[str, Any]:
         API_SECRET_ENV: "***" if os.environ.get(API_SECRET_ENV) else None,
         API_SECRET_FILE_ENV: os.environ.get(API_SECRET_FILE_ENV),
     }
-    return {"run": run, "kafka_security": kafka, "venue_credentials": venue}
+    try:
+        rules: list[str] | dict[str, str] = effective_rules(config.modes)
+    except ModesConfigError as exc:
+        rules = {"error": str(exc)}
+    return {"run": run, "rules": rules, "kafka_security": kafka, "venue_credentials": venue}
 
 
 async def show_config(args: argparse.Namespace) -> int:
