@@ -23,7 +23,7 @@ from worker.io.live_topics import live_topic_problem
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
-from worker.runtime.replay import ReplaySink, outbox_sink, read_input_file, replay
+from worker.runtime.replay import REPLAY_SOURCE, ReplaySink, outbox_sink, read_input_file, replay
 from worker.runtime.summary import render_rules
 
 
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--from-ts", type=int, help="with --from-topic: start at this timestamp (ms)")
     parser.add_argument("--out", type=Path, help="write the outbox layout (ready/exec_events/...) here")
+    parser.add_argument(
+        "--outbox-grace-ms", type=int, default=60_000, help="with --out: minute files published this far behind"
+    )
     parser.add_argument(
         "--to-topic",
         help="also publish the exec-events to this topic (never a live one: see --force-into-live-topic)",
@@ -167,12 +170,15 @@ async def run_replay(args: argparse.Namespace) -> int:
     executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
     engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
     sinks: list[ReplaySink] = []
-    if args.out:
-        sinks.append(outbox_sink(Outbox(args.out)))
+    outbox = Outbox(args.out, grace_ms=args.outbox_grace_ms) if args.out else None
+    if outbox is not None:
+        sinks.append(outbox_sink(outbox))
     async with AsyncExitStack() as stack:
         if target is not None:
             sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
         result = await replay(engine, values, sinks)
+    if outbox is not None:
+        outbox.drain(REPLAY_SOURCE)  # the replay is over: every minute is complete
     print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
     for status, count in sorted(result.orders.items()):
         print(f"  {status:<16} {count}")

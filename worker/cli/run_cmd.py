@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="outbox root directory")
     run.add_argument(
+        "--outbox-grace-ms",
+        type=int,
+        default=60_000,
+        help="publish a minute file once event time is this far past the minute (docs/outbox.md)",
+    )
+    run.add_argument(
         "--executor",
         default=ExecutorKind.BACKTEST.value,
         help=f"executor: {', '.join(e.value for e in AVAILABLE_EXECUTORS)}",
@@ -107,6 +113,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
             group_id=args.group,
             transactional_prefix=args.transactional_prefix or args.group,
             outbox_dir=args.outbox,
+            outbox_grace_ms=args.outbox_grace_ms,
             executor=ExecutorKind(args.executor),
             seed=args.seed,
             max_batch=args.max_batch,

@@ -57,10 +57,11 @@ class ReplayResult:
 
 
 def outbox_sink(outbox: Outbox) -> ReplaySink:
-    """Writes a replay into an outbox layout (the same files a live worker mirrors)."""
+    """Writes a replay into an outbox layout (the same files a live worker mirrors), on the
+    outbox stream `replay`; the caller publishes the last open minutes with `outbox.drain`."""
 
     async def write(lines: Sequence[OutboxLine]) -> None:
-        outbox.publish(lines)
+        outbox.publish(lines, REPLAY_SOURCE)
 
     return write
 
