@@ -28,6 +28,10 @@ def tail(*args: str) -> list[bytes]:
     return result.stdout.splitlines()
 
 
+def spawn_tail(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cli("tail", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def values(first: int, count: int) -> list[tuple[bytes, bytes]]:
     return [(f"S{n % 5}".encode(), orjson.dumps({"n": n})) for n in range(first, first + count)]
 
@@ -52,7 +56,7 @@ async def test_a_restarted_tail_group_neither_repeats_nor_skips(
     assert tail(*common, "-e") == []  # at the end: nothing new
 
     # A following tail stopped by SIGTERM while records arrive, then resumed.
-    follower = subprocess.Popen(cli("tail", *common), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    follower = spawn_tail(*common)
     try:
         await produce(kafka, topic, values(120, 60))
         # Once it has committed part of the new records, stop it while more arrive.
