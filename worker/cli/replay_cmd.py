@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from worker import __version__
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
 from worker.cli.run_cmd import policy_from
 from worker.codec.errors import DecodeError
@@ -23,6 +24,7 @@ from worker.io.live_topics import live_topic_problem
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
+from worker.reporting.sources import file_digest, write_run_metadata
 from worker.runtime.replay import REPLAY_SOURCE, ReplaySink, outbox_sink, read_input_file, replay
 from worker.runtime.summary import render_rules
 
@@ -169,6 +171,8 @@ async def run_replay(args: argparse.Namespace) -> int:
         values = [record.value for record in records]
     executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
     engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
+    if args.outbox_grace_ms < 0:
+        raise UsageError("--outbox-grace-ms: use 0 or more")
     sinks: list[ReplaySink] = []
     outbox = Outbox(args.out, grace_ms=args.outbox_grace_ms) if args.out else None
     if outbox is not None:
@@ -179,6 +183,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         result = await replay(engine, values, sinks)
     if outbox is not None:
         outbox.drain(REPLAY_SOURCE)  # the replay is over: every minute is complete
+        write_run_metadata(args.out, replay_metadata(args, result.digest, dict(result.orders)))
     print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
     for status, count in sorted(result.orders.items()):
         print(f"  {status:<16} {count}")
@@ -194,6 +199,38 @@ async def run_replay(args: argparse.Namespace) -> int:
         print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
     print(f"sha256:{result.digest}")
     return 0
+
+
+def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int]) -> dict[str, object]:
+    """What `report` shows about the run: its inputs, fill model, seed, config and digest."""
+    inputs: dict[str, object] = {}
+    if args.from_file is not None:
+        inputs["decisions"] = str(args.from_file)
+        inputs["decisions_sha256"] = file_digest(args.from_file)
+    else:
+        inputs["topic"] = args.from_topic
+        inputs["range"] = args.range
+        inputs["from_ts"] = args.from_ts
+    if args.market is not None:
+        inputs["market"] = str(args.market)
+        inputs["market_sha256"] = file_digest(args.market)
+    if args.modes is not None:
+        inputs["modes"] = str(args.modes)
+        inputs["modes_sha256"] = file_digest(args.modes)
+    return {
+        "execworker": __version__,
+        "inputs": inputs,
+        "fill_model": args.fill_model,
+        "seed": args.seed,
+        "config": {
+            "price_rounding": args.price_rounding,
+            "tick_carry": args.tick_carry,
+            "tick_carry_ms": args.tick_carry_ms,
+            "outbox_grace_ms": args.outbox_grace_ms,
+        },
+        "digest": f"sha256:{digest}",
+        "orders": orders,
+    }
 
 
 @asynccontextmanager
