@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import orjson
 
@@ -28,8 +29,8 @@ def tail(*args: str) -> list[bytes]:
     return result.stdout.splitlines()
 
 
-def spawn_tail(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cli("tail", *args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cli(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def values(first: int, count: int) -> list[tuple[bytes, bytes]]:
@@ -56,7 +57,7 @@ async def test_a_restarted_tail_group_neither_repeats_nor_skips(
     assert tail(*common, "-e") == []  # at the end: nothing new
 
     # A following tail stopped by SIGTERM while records arrive, then resumed.
-    follower = spawn_tail(*common)
+    follower = spawn("tail", *common)
     try:
         await produce(kafka, topic, values(120, 60))
         # Once it has committed part of the new records, stop it while more arrive.
@@ -109,3 +110,43 @@ async def test_avro_records_are_printed_decoded(kafka: KafkaConfig, topics_facto
     await produce(kafka, topics.name("exec_events"), [(e.symbol.encode(), codec.encode(e)) for e in events])
     printed = tail("--topic", "exec_events", "--topics", str(topics.path), "--from-beginning", "-e")
     assert sorted(decode_json(ExecEvent, line).event_id for line in printed) == sorted(e.event_id for e in events)
+
+
+async def _events(count: int, seed: int) -> list[ExecEvent]:
+    lines: list = []
+    await replay(
+        ExecutionEngine(BacktestExecutor(Rng(0))),
+        [orjson.dumps(d) for d in decisions(count, seed=seed)],
+        [list_sink(lines)],
+    )
+    return [decode_json(ExecEvent, line.payload) for line in lines]
+
+
+def _report_orders(path: Path) -> int:
+    return orjson.loads(path.read_bytes())["orders"] if path.exists() else -1
+
+
+async def test_report_follow_keeps_the_report_current_from_the_topic(
+    kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path
+) -> None:
+    topics = await topics_factory(partitions=2)
+    topic = topics.name("exec_events")
+    first, second = await _events(60, seed=8), await _events(40, seed=9)
+    await produce(kafka, topic, [(e.symbol.encode(), e.model_dump_json().encode()) for e in first])
+    out = tmp_path / "report.json"
+    follower = spawn(
+        "report", "--topic", topic, "--topics", str(topics.path), "--follow", "--every-s", "0", "--json", str(out)
+    )
+    try:
+        await eventually(lambda: _is(out, 60), timeout_s=60, what="the first 60 orders in the report")
+        await produce(kafka, topic, [(e.symbol.encode(), e.model_dump_json().encode()) for e in second])
+        await eventually(lambda: _is(out, 100), timeout_s=60, what="the report to follow to 100 orders")
+    finally:
+        follower.send_signal(signal.SIGTERM)
+    _, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err.decode()[-2000:]
+    assert orjson.loads(out.read_bytes())["events"] == 100
+
+
+async def _is(path: Path, orders: int) -> bool:
+    return _report_orders(path) == orders
