@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 from worker import __version__
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.cli.progress import progress_bar
 from worker.cli.run_cmd import policy_from
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
@@ -177,10 +180,29 @@ async def run_replay(args: argparse.Namespace) -> int:
     outbox = Outbox(args.out, grace_ms=args.outbox_grace_ms) if args.out else None
     if outbox is not None:
         sinks.append(outbox_sink(outbox))
-    async with AsyncExitStack() as stack:
-        if target is not None:
-            sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
-        result = await replay(engine, values, sinks)
+    try:
+        with interruptible() as interrupted, progress_bar("replay") as advance:
+
+            def progress(done: int, total: int) -> None:
+                advance(done, total)
+                if interrupted.is_set():
+                    raise ReplayInterrupted(done, total)
+
+            async with AsyncExitStack() as stack:
+                if target is not None:
+                    sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
+                result = await replay(engine, values, sinks, progress)
+    except ReplayInterrupted as stop:
+        print(
+            f"replay interrupted after {stop.done} of {stop.total} decisions (canonical order); "
+            "outputs are partial" + (f": {args.out} holds what was written" if args.out else ""),
+            file=sys.stderr,
+        )
+        if outbox is not None:
+            outbox.drain(REPLAY_SOURCE)
+            meta = replay_metadata(args, "", {})
+            write_run_metadata(args.out, meta | {"interrupted_after_decisions": stop.done, "digest": None})
+        return 130
     if outbox is not None:
         outbox.drain(REPLAY_SOURCE)  # the replay is over: every minute is complete
         write_run_metadata(args.out, replay_metadata(args, result.digest, dict(result.orders)))
@@ -231,6 +253,29 @@ def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int
         "digest": f"sha256:{digest}",
         "orders": orders,
     }
+
+
+class ReplayInterrupted(Exception):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} decisions")
+        self.done = done
+        self.total = total
+
+
+@contextmanager
+def interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) or SIGTERM sets the event instead of killing the run: the replay stops at
+    its next progress report and says how far it got. A plain signal handler, not the event
+    loop's: a backtest's fold rarely yields to the loop, the interpreter runs this one anyway."""
+    flag = threading.Event()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda _signum, _frame: flag.set())
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @asynccontextmanager
