@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from worker import __version__
@@ -82,6 +83,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"tick rule: ... and for at most MS since the last price change (default {DEFAULT_MAX_CARRY_MS})",
     )
     parser.add_argument(
+        "--maker-fee-bps",
+        default="0",
+        help="resting (maker) fills pay this fee in their price; negative = rebate (default 0)",
+    )
+    parser.add_argument(
+        "--queue-position",
+        action="store_true",
+        help="resting orders queue behind the volume shown at their price (docs/architecture.md)",
+    )
+    parser.add_argument(
         "--price-rounding", default="passive", help="passive (default) | aggressive | nearest (docs: rounding)"
     )
     add_kafka_options(parser)
@@ -129,6 +140,18 @@ def market_from(args: argparse.Namespace) -> MarketView | None:
     return MarketView.from_snapshots(snapshots, args.tick_carry, args.tick_carry_ms)
 
 
+def maker_fee_from(args: argparse.Namespace) -> Decimal:
+    try:
+        fee = Decimal(args.maker_fee_bps)
+    except InvalidOperation:
+        raise UsageError(f"--maker-fee-bps {args.maker_fee_bps}: not a number") from None
+    if not fee.is_finite() or abs(fee) > 1_000:
+        raise UsageError(f"--maker-fee-bps {args.maker_fee_bps}: use bps between -1000 and 1000")
+    if (fee or args.queue_position) and args.market is None:
+        raise UsageError("--maker-fee-bps and --queue-position apply to resting orders: they need --market")
+    return fee
+
+
 def rounding_from(args: argparse.Namespace) -> PriceRounding:
     try:
         return PriceRounding(args.price_rounding)
@@ -172,7 +195,13 @@ async def run_replay(args: argparse.Namespace) -> int:
         topic = resolve_topic(topics_from(args), args.from_topic)
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
         values = [record.value for record in records]
-    executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
+    executor = BacktestExecutor(
+        Rng(args.seed),
+        fills=fill_model_from(args),
+        market=market_from(args),
+        maker_fee_bps=maker_fee_from(args),
+        queue_position=args.queue_position,
+    )
     engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
     if args.outbox_grace_ms < 0:
         raise UsageError("--outbox-grace-ms: use 0 or more")
@@ -249,6 +278,8 @@ def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int
             "tick_carry": args.tick_carry,
             "tick_carry_ms": args.tick_carry_ms,
             "outbox_grace_ms": args.outbox_grace_ms,
+            "maker_fee_bps": args.maker_fee_bps,
+            "queue_position": args.queue_position,
         },
         "digest": f"sha256:{digest}",
         "orders": orders,
