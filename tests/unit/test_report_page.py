@@ -68,6 +68,7 @@ def cli(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.timeout(1_200)  # the first use may install Chromium (scripts/ensure-chromium)
 def test_the_report_page_renders_in_chromium_without_console_output(chromium: str, tmp_path: Path) -> None:
     sample = tmp_path / "decisions.jsonl"
     sample.write_text("".join((ROOT / "examples/decisions.jsonl").read_text().splitlines(keepends=True)[:800]))
@@ -109,6 +110,7 @@ def test_the_report_page_renders_in_chromium_without_console_output(chromium: st
     assert "run.digest" in dom and "run.fill_model" in dom and "still open" in dom
 
 
+@pytest.mark.timeout(1_200)
 def test_the_console_check_catches_a_page_error(chromium: str, tmp_path: Path) -> None:
     page = tmp_path / "bad.html"
     page.write_text("<html><body><script>console.error('boom'); undefinedFunction();</script></body></html>")
