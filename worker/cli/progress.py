@@ -7,9 +7,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 # (done, total): how far a long step got.
 Advance = Callable[[int, int], None]
 
@@ -28,6 +25,17 @@ def progress_bar(description: str, total: int | None = None, enabled: bool | Non
     if not (interactive() if enabled is None else enabled):
         yield _quiet
         return
+    # Imported here: every `execworker` start would otherwise pay for it (workers never draw).
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True, force_terminal=enabled or None)
     with Progress(
         TextColumn("{task.description}"),

@@ -24,8 +24,6 @@ from worker.contract.messages import Decision, MarketSnapshot
 from worker.io.kafka import read_committed_topic
 from worker.io.tail import OffsetSpec, StartAt, TopicTail
 from worker.io.topics import codec_for
-from worker.reporting.export import write_csv, write_parquet
-from worker.reporting.html import render_html
 from worker.reporting.sources import file_digest, read_decisions, read_market, read_outbox, run_metadata
 from worker.reporting.tca import FeeSchedule, build_tca, summary_json
 
@@ -105,12 +103,17 @@ def write_outputs(args: argparse.Namespace, inputs: Inputs, events: Sequence[Exe
     elif not args.follow:
         print(text)
     if args.html:
+        from worker.reporting.html import render_html  # Plotly: imported only when a page is asked for
+
         title = args.title or f"execworker TCA: {inputs.metadata['source']}"
         written.append(_atomic_write(args.html, render_html(tca, title, inputs.metadata)))
-    if args.csv:
-        written.extend(write_csv(args.csv, tca))
-    if args.parquet:
-        written.append(write_parquet(args.parquet, tca))
+    if args.csv or args.parquet:
+        from worker.reporting.export import write_csv, write_parquet
+
+        if args.csv:
+            written.extend(write_csv(args.csv, tca))
+        if args.parquet:
+            written.append(write_parquet(args.parquet, tca))
     if not quiet:
         for path in written:
             print(f"wrote {path}")
