@@ -166,3 +166,17 @@ def test_a_tailer_of_ready_never_sees_a_published_file_change(tmp_path: Path) ->
     assert len(ids) == len(set(ids)) and set(ids) == {x.event_id for x in made}
     assert any(".1.jsonl" in p.name for p in seen)  # late events did make segments
     assert len(seen) == len(outbox.ready_files())
+
+
+def test_lines_whose_event_id_is_not_the_first_field_are_deduplicated_too(tmp_path: Path) -> None:
+    # A venue intent serialises its optional request fields ahead of event_id.
+    payload = b'{"recv_window_ms":5000,"attempt":1,"event_id":"i.1","symbol":"BTCUSDT"}'
+    intent = OutboxLine("BTCUSDT", MINUTE, "i.1", payload)
+    assert event_id_of(payload) == "i.1"
+    outbox = Outbox(tmp_path)
+    assert outbox.publish([intent, line("a.1")], "s") == 2
+    assert outbox.publish([intent, line("a.1"), line("b.1")], "s") == 1  # reads the open file back
+    outbox.drain("s")
+    assert outbox.publish([intent], "s") == 0  # and the published one
+    with pytest.raises(ValueError):
+        event_id_of(b'{"symbol":"BTCUSDT"}')

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,19 @@ def minute_start_ms(path: Path) -> int:
 
 
 def event_id_of(line: bytes) -> str:
-    """The event_id of a canonical exec-event line (it is always the first field)."""
-    if not line.startswith(_EVENT_ID_PREFIX):
-        raise ValueError("not a canonical exec-event line")
-    end = line.index(b'"', len(_EVENT_ID_PREFIX))
-    return line[len(_EVENT_ID_PREFIX) : end].decode()
+    """The event_id of an exec-event line: read straight from the front when it is the first
+    field (the usual case), else from the parsed line (events with optional fields serialised
+    ahead of it, e.g. a venue intent's `recv_window_ms`)."""
+    if line.startswith(_EVENT_ID_PREFIX):
+        end = line.index(b'"', len(_EVENT_ID_PREFIX))
+        return line[len(_EVENT_ID_PREFIX) : end].decode()
+    try:
+        event_id = orjson.loads(line)["event_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ValueError("not an exec-event line (no event_id)") from None
+    if not isinstance(event_id, str):
+        raise ValueError("not an exec-event line (event_id is not a string)")
+    return event_id
 
 
 def stream_of(topic: str, partition: int) -> str:
