@@ -178,5 +178,5 @@ def test_lines_whose_event_id_is_not_the_first_field_are_deduplicated_too(tmp_pa
     assert outbox.publish([intent, line("a.1"), line("b.1")], "s") == 1  # reads the open file back
     outbox.drain("s")
     assert outbox.publish([intent], "s") == 0  # and the published one
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no event_id"):
         event_id_of(b'{"symbol":"BTCUSDT"}')
