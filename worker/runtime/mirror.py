@@ -7,7 +7,7 @@ revoke and on shutdown the queue is drained first, so the next owner's catch-up 
 exact mark, and every minute the partition still holds open is published (a revoke or a
 shutdown leaves nothing unpublished; see `Outbox.drain`).
 
-If a publish fails (disk full, permissions), the partition's mirroring stops and its mark stays
+If a publish fails (disk full, permissions, a line it cannot read), the partition's mirroring stops and its mark stays
 where it was: nothing after the failure is published out of order, and the next assignment
 re-publishes everything from the mark (see `worker.runtime.recovery`).
 """
@@ -70,7 +70,7 @@ class OutboxMirror:
                 return  # the disk failed: the next owner re-publishes from the mark
         try:
             await asyncio.to_thread(self._outbox.drain, stream_of(self._topic, partition))
-        except OSError as exc:
+        except Exception as exc:  # as in _run: report, never stop the loop
             self._metrics.outbox_errors.inc()
             log.error("outbox drain for partition %d failed (%s); its open minutes stay open", partition, exc)
 
@@ -88,7 +88,8 @@ class OutboxMirror:
                         await asyncio.to_thread(self._outbox.set_mark, self._topic, partition, next_mark)
                     self._summary.outbox_lines += written
                     self._metrics.outbox_lines.inc(written)
-            except OSError as exc:
+            except Exception as exc:  # any failure pauses the publisher, none kills it
+                # A dead task would leave the queue full and the loop waiting on it forever.
                 publisher.failed = True
                 self._metrics.outbox_errors.inc()
                 log.error(
