@@ -53,7 +53,9 @@ def no_wall_clock_no_global_random(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_backtest_replay_reads_neither_clock_nor_global_random(tmp_path: Any) -> None:
     values = [orjson.dumps(d) for d in decisions(400, seed=61)]
     engine = ExecutionEngine(BacktestExecutor(Rng(3)))
-    result = await replay(engine, values, [outbox_sink(Outbox(tmp_path / "out"))])
+    outbox = Outbox(tmp_path / "out")
+    result = await replay(engine, values, [outbox_sink(outbox)])
+    outbox.drain("replay")
     assert result.events == 400 and len(list(Outbox(tmp_path / "out").iter_lines())) == 400
     again = await replay(ExecutionEngine(BacktestExecutor(Rng(3))), values)
     assert again.digest == result.digest

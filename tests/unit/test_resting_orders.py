@@ -229,3 +229,111 @@ async def test_resting_orders_are_matched_only_when_their_symbol_has_new_market_
 
     assert result.orders == {"FILLED": 40, "EXPIRED": 200}
     assert calls.count("BTCUSDT") == 40  # once per resting order, at the end of the data
+
+
+# -- maker fees and queue position (issue 14) -------------------------------------------------
+
+
+def book(
+    at_ms: int, bids: Sequence[tuple[str, str]], ask: str = "64251.00", last_px: str | None = None
+) -> MarketSnapshot:
+    return MarketSnapshot.model_validate(
+        {
+            "symbol": "BTCUSDT",
+            "event_time_ms": at_ms,
+            "bid": bids[0][0],
+            "ask": ask,
+            "bids": [{"px": px, "qty": qty} for px, qty in bids],
+            "asks": [{"px": ask, "qty": "1"}],
+            "last_px": last_px,
+        }
+    )
+
+
+P = "64250.12"  # the factory decision's BUY limit after passive rounding
+
+
+async def run_with(snapshots: list[MarketSnapshot], **options: Any) -> list[ExecEvent]:
+    market = MarketView.from_snapshots(snapshots)
+    executor = BacktestExecutor(Rng(0), latency=FIXED_LATENCY, fills=QuoteFill(), market=market, **options)
+    lines: list[OutboxLine] = []
+    await replay(ExecutionEngine(executor), [decision_bytes()], [list_sink(lines)])
+    return [ExecEvent.model_validate_json(line.payload) for line in lines]
+
+
+# The order joins a bid level of 0.05 at its price; 0.02 of it goes; a seller prints at the limit
+# (fills only if nothing is ahead); the level empties; a seller prints at the limit again.
+QUEUE_MARKET = [
+    book(T0 + 4, [(P, "0.05"), ("64250.11", "1")]),
+    book(T0 + 1_000, [(P, "0.03"), ("64250.11", "1")], last_px="64250.50"),
+    book(T0 + 2_000, [(P, "0.03"), ("64250.11", "1")], last_px=P),
+    book(T0 + 3_000, [("64250.11", "1")], last_px="64250.30"),
+    book(T0 + 4_000, [("64250.11", "1")], last_px=P),
+]
+
+
+async def test_without_the_queue_model_a_print_at_the_limit_fills_at_once() -> None:
+    events = await run_with(QUEUE_MARKET)
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    assert events[-1].ack_ts_ms == T0 + 2_000 and events[-1].px_fill == D(P)
+
+
+async def test_with_the_queue_model_the_volume_ahead_trades_first() -> None:
+    events = await run_with(QUEUE_MARKET, queue_position=True)
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+    # Not at 2,000 (0.03 still ahead), but once the level has gone and a seller prints again.
+    assert events[-1].ack_ts_ms == T0 + 4_000 and events[-1].px_fill == D(P)
+
+
+async def test_with_the_queue_model_a_touch_at_the_limit_waits_but_a_touch_through_it_fills() -> None:
+    market = [
+        book(T0 + 4, [(P, "0.05")]),
+        book(T0 + 1_000, [(P, "0.05")], ask=P),  # the ask at our price: 0.05 ahead of us, no fill
+        book(T0 + 2_000, [(P, "0.05")], ask="64250.10"),  # through our price: the level traded
+    ]
+    assert (await run_with(market))[-1].ack_ts_ms == T0 + 1_000
+    assert (await run_with(market, queue_position=True))[-1].ack_ts_ms == T0 + 2_000
+
+
+async def test_an_order_that_improves_on_the_best_bid_has_nothing_ahead() -> None:
+    market = [
+        book(T0 + 4, [("64250.00", "3")]),
+        book(T0 + 1_000, [("64250.00", "3")], ask=P),
+    ]
+    events = await run_with(market, queue_position=True)
+    assert events[-1].status is OrderStatus.FILLED and events[-1].ack_ts_ms == T0 + 1_000
+
+
+async def test_resting_fills_pay_the_maker_fee_in_their_price_and_a_rebate_improves_it() -> None:
+    fee = await run_with(QUEUE_MARKET, maker_fee_bps=D(2))
+    assert fee[-1].px_fill == D("64262.970024")  # 64250.12 x 1.0002, six decimals (tick + 4)
+    rebate = await run_with(QUEUE_MARKET, maker_fee_bps=D("-1"))
+    assert rebate[-1].px_fill == D("64243.694988")  # 64250.12 x 0.9999
+    assert fee[-1].slippage_bps is not None and fee[-1].slippage_bps > 0
+    none = await run_with(QUEUE_MARKET)
+    assert none[-1].px_fill == D(P)  # default: exactly the limit, as sent
+
+
+async def test_with_depth_the_sellers_volume_at_the_limit_fills_the_queue_ahead_first() -> None:
+    def crossing(at_ms: int, size: str) -> MarketSnapshot:
+        return MarketSnapshot.model_validate(
+            {
+                "symbol": "BTCUSDT",
+                "event_time_ms": at_ms,
+                "bid": P,
+                "ask": P,
+                "bids": [{"px": P, "qty": "0.05"}],
+                "asks": [{"px": P, "qty": size}],
+            }
+        )
+
+    market = [book(T0 + 4, [(P, "0.05")]), crossing(T0 + 1_000, "0.03"), crossing(T0 + 2_000, "0.03")]
+    executor = BacktestExecutor(
+        Rng(0), latency=FIXED_LATENCY, fills=DepthFill(), market=MarketView.from_snapshots(market), queue_position=True
+    )
+    lines: list[OutboxLine] = []
+    await replay(ExecutionEngine(executor), [decision_bytes()], [list_sink(lines)])
+    events = [ExecEvent.model_validate_json(line.payload) for line in lines]
+    # 0.05 ahead: the first 0.03 goes to it; of the next 0.03, 0.02 to it and 0.01 to us.
+    assert [e.status for e in events] == [OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED]
+    assert events[-1].qty_filled == D("0.01") and events[-1].ack_ts_ms == T0 + 2_000

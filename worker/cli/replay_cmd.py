@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from worker import __version__
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.cli.progress import progress_bar
 from worker.cli.run_cmd import policy_from
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
@@ -23,7 +28,8 @@ from worker.io.live_topics import live_topic_problem
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
-from worker.runtime.replay import ReplaySink, outbox_sink, read_input_file, replay
+from worker.reporting.sources import file_digest, write_run_metadata
+from worker.runtime.replay import REPLAY_SOURCE, ReplaySink, outbox_sink, read_input_file, replay
 from worker.runtime.summary import render_rules
 
 
@@ -41,6 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--from-ts", type=int, help="with --from-topic: start at this timestamp (ms)")
     parser.add_argument("--out", type=Path, help="write the outbox layout (ready/exec_events/...) here")
+    parser.add_argument(
+        "--outbox-grace-ms", type=int, default=60_000, help="with --out: minute files published this far behind"
+    )
     parser.add_argument(
         "--to-topic",
         help="also publish the exec-events to this topic (never a live one: see --force-into-live-topic)",
@@ -72,6 +81,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_MAX_CARRY_MS,
         metavar="MS",
         help=f"tick rule: ... and for at most MS since the last price change (default {DEFAULT_MAX_CARRY_MS})",
+    )
+    parser.add_argument(
+        "--maker-fee-bps",
+        default="0",
+        help="resting (maker) fills pay this fee in their price; negative = rebate (default 0)",
+    )
+    parser.add_argument(
+        "--queue-position",
+        action="store_true",
+        help="resting orders queue behind the volume shown at their price (docs/architecture.md)",
     )
     parser.add_argument(
         "--price-rounding", default="passive", help="passive (default) | aggressive | nearest (docs: rounding)"
@@ -121,6 +140,18 @@ def market_from(args: argparse.Namespace) -> MarketView | None:
     return MarketView.from_snapshots(snapshots, args.tick_carry, args.tick_carry_ms)
 
 
+def maker_fee_from(args: argparse.Namespace) -> Decimal:
+    try:
+        fee = Decimal(args.maker_fee_bps)
+    except InvalidOperation:
+        raise UsageError(f"--maker-fee-bps {args.maker_fee_bps}: not a number") from None
+    if not fee.is_finite() or abs(fee) > 1_000:
+        raise UsageError(f"--maker-fee-bps {args.maker_fee_bps}: use bps between -1000 and 1000")
+    if (fee or args.queue_position) and args.market is None:
+        raise UsageError("--maker-fee-bps and --queue-position apply to resting orders: they need --market")
+    return fee
+
+
 def rounding_from(args: argparse.Namespace) -> PriceRounding:
     try:
         return PriceRounding(args.price_rounding)
@@ -164,15 +195,46 @@ async def run_replay(args: argparse.Namespace) -> int:
         topic = resolve_topic(topics_from(args), args.from_topic)
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
         values = [record.value for record in records]
-    executor = BacktestExecutor(Rng(args.seed), fills=fill_model_from(args), market=market_from(args))
+    executor = BacktestExecutor(
+        Rng(args.seed),
+        fills=fill_model_from(args),
+        market=market_from(args),
+        maker_fee_bps=maker_fee_from(args),
+        queue_position=args.queue_position,
+    )
     engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
+    if args.outbox_grace_ms < 0:
+        raise UsageError("--outbox-grace-ms: use 0 or more")
     sinks: list[ReplaySink] = []
-    if args.out:
-        sinks.append(outbox_sink(Outbox(args.out)))
-    async with AsyncExitStack() as stack:
-        if target is not None:
-            sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
-        result = await replay(engine, values, sinks)
+    outbox = Outbox(args.out, grace_ms=args.outbox_grace_ms) if args.out else None
+    if outbox is not None:
+        sinks.append(outbox_sink(outbox))
+    try:
+        with interruptible() as interrupted, progress_bar("replay") as advance:
+
+            def progress(done: int, total: int) -> None:
+                advance(done, total)
+                if interrupted.is_set():
+                    raise ReplayInterrupted(done, total)
+
+            async with AsyncExitStack() as stack:
+                if target is not None:
+                    sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
+                result = await replay(engine, values, sinks, progress)
+    except ReplayInterrupted as stop:
+        print(
+            f"replay interrupted after {stop.done} of {stop.total} decisions (canonical order); "
+            "outputs are partial" + (f": {args.out} holds what was written" if args.out else ""),
+            file=sys.stderr,
+        )
+        if outbox is not None:
+            outbox.drain(REPLAY_SOURCE)
+            meta = replay_metadata(args, "", {})
+            write_run_metadata(args.out, meta | {"interrupted_after_decisions": stop.done, "digest": None})
+        return 130
+    if outbox is not None:
+        outbox.drain(REPLAY_SOURCE)  # the replay is over: every minute is complete
+        write_run_metadata(args.out, replay_metadata(args, result.digest, dict(result.orders)))
     print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
     for status, count in sorted(result.orders.items()):
         print(f"  {status:<16} {count}")
@@ -188,6 +250,63 @@ async def run_replay(args: argparse.Namespace) -> int:
         print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
     print(f"sha256:{result.digest}")
     return 0
+
+
+def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int]) -> dict[str, object]:
+    """What `report` shows about the run: its inputs, fill model, seed, config and digest."""
+    inputs: dict[str, object] = {}
+    if args.from_file is not None:
+        inputs["decisions"] = str(args.from_file)
+        inputs["decisions_sha256"] = file_digest(args.from_file)
+    else:
+        inputs["topic"] = args.from_topic
+        inputs["range"] = args.range
+        inputs["from_ts"] = args.from_ts
+    if args.market is not None:
+        inputs["market"] = str(args.market)
+        inputs["market_sha256"] = file_digest(args.market)
+    if args.modes is not None:
+        inputs["modes"] = str(args.modes)
+        inputs["modes_sha256"] = file_digest(args.modes)
+    return {
+        "execworker": __version__,
+        "inputs": inputs,
+        "fill_model": args.fill_model,
+        "seed": args.seed,
+        "config": {
+            "price_rounding": args.price_rounding,
+            "tick_carry": args.tick_carry,
+            "tick_carry_ms": args.tick_carry_ms,
+            "outbox_grace_ms": args.outbox_grace_ms,
+            "maker_fee_bps": args.maker_fee_bps,
+            "queue_position": args.queue_position,
+        },
+        "digest": f"sha256:{digest}",
+        "orders": orders,
+    }
+
+
+class ReplayInterrupted(Exception):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} decisions")
+        self.done = done
+        self.total = total
+
+
+@contextmanager
+def interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) or SIGTERM sets the event instead of killing the run: the replay stops at
+    its next progress report and says how far it got. A plain signal handler, not the event
+    loop's: a backtest's fold rarely yields to the loop, the interpreter runs this one anyway."""
+    flag = threading.Event()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda _signum, _frame: flag.set())
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @asynccontextmanager

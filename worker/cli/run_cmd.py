@@ -75,6 +75,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--outbox", type=Path, default=Path("var/outbox"), help="outbox root directory")
     run.add_argument(
+        "--outbox-grace-ms",
+        type=int,
+        default=60_000,
+        help="publish a minute file once event time is this far past the minute (docs/outbox.md)",
+    )
+    run.add_argument(
         "--executor",
         default=ExecutorKind.BACKTEST.value,
         help=f"executor: {', '.join(e.value for e in AVAILABLE_EXECUTORS)}",
@@ -148,6 +154,7 @@ def settings_from(config: RunConfig) -> WorkerSettings:
             group_id=config.group,
             transactional_prefix=config.transactional_prefix or config.group,
             outbox_dir=config.outbox,
+            outbox_grace_ms=config.outbox_grace_ms,
             executor=ExecutorKind(config.executor),
             seed=config.seed,
             max_batch=config.max_batch,

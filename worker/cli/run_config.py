@@ -57,6 +57,7 @@ class RunConfig(BaseSettings):
     recv_window_ms: int = 5_000
     input_partitioner: str = "murmur2"
     outbox: Path = Path("var/outbox")
+    outbox_grace_ms: int = 60_000
     executor: str = "backtest"
     seed: int = 0
     modes: Path | None = None

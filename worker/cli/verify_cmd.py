@@ -66,6 +66,8 @@ async def run_verify(args: argparse.Namespace) -> int:
     only_topic = sum((topic_lines - outbox_lines).values())
     only_outbox = sum((outbox_lines - topic_lines).values())
     parts = outbox.leftover_parts()
+    # Lines of minutes not yet published (a worker still running, or killed before its drain).
+    still_open = sum(len(path.read_bytes().splitlines()) for path in outbox.open_files())
 
     checks = [
         (
@@ -80,7 +82,8 @@ async def run_verify(args: argparse.Namespace) -> int:
         (
             only_topic == 0 and only_outbox == 0,
             f"outbox ready/ holds exactly the {len(committed)} committed events "
-            f"({only_topic} missing, {only_outbox} extra)",
+            f"({only_topic} missing, {only_outbox} extra)"
+            + (f"; {still_open} lines wait in open minutes (docs/outbox.md)" if still_open else ""),
         ),
         (not parts, f"no .part file left in the spool ({len(parts)} found)"),
     ]

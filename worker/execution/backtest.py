@@ -9,8 +9,22 @@ bid >= a SELL's), or when its last trade was made by the other side (by the tick
 `market.py`) at or through the limit; a trade whose direction the tick rule cannot tell does
 not count. With the `depth` model a snapshot fills at most the quantity its book
 shows at or better than the limit, so an order may fill in several steps; with every other model
-the first snapshot that reaches the limit fills what is left. Queue position is not modelled: a
-touch at the limit is taken as a fill (an optimistic assumption, stated in docs/architecture.md).
+the first snapshot that reaches the limit fills what is left.
+
+Resting fills are maker fills: with `maker_fee_bps` their price is the limit moved by that fee
+(against us when positive, in our favour when negative, i.e. a rebate), all-in like the cost
+models' taker fees. By default (0) the price is the limit, exactly as sent.
+
+Queue position (optional, `queue_position=True`): an order joins the back of its price level.
+The volume ahead of it is the size its own side of the book shows at its price when it is
+acknowledged (none when it improves on the best price, or when the snapshot has no levels); each
+later snapshot shrinks it to the size then shown at that price (a queue only shrinks ahead of
+us: newcomers join behind), and to nothing once the level is gone from a book that shows prices
+beyond it. Volume that comes to the price (the other side's levels at or through the limit with
+`depth`, else the touch) fills the queue ahead first. A print by the other side exactly at the
+limit fills the order only once nothing is ahead; a touch or a print *through* the limit means
+the whole level traded and fills it regardless. Off by default: a touch at the limit is taken as
+a fill (optimistic for thin books; docs/architecture.md).
 
 A resting order may be cancelled (`cancel`); amends are refused, as on the live venue.
 """
@@ -34,6 +48,9 @@ _ZERO = Decimal(0)
 # venue's reporting precision, and the exponent stays fixed per symbol.
 _AVERAGE_EXTRA_PLACES = 4
 _OPEN = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+_BPS = Decimal(10_000)
+# "No information": larger than any size, so that min(ahead, _UNKNOWN) keeps ahead as it was.
+_UNKNOWN = Decimal("Infinity")
 
 
 @dataclass(slots=True)
@@ -47,6 +64,7 @@ class _Resting:
     filled: Decimal
     notional: Decimal  # sum of price x qty of its fills: the average price is notional / filled
     updated_ms: int  # when its last change happened (the acknowledgement or the latest fill)
+    ahead: Decimal = _ZERO  # queue position model: volume at its price in front of it
 
     def average_price(self) -> Decimal | None:
         if not self.filled:
@@ -91,12 +109,16 @@ class BacktestExecutor:
         latency: LatencyModel | None = None,
         fills: FillModel | None = None,
         market: MarketView | None = None,
+        maker_fee_bps: Decimal = _ZERO,
+        queue_position: bool = False,
     ) -> None:
         self._rng = rng
         self._latency = latency or LatencyModel()
         self._fills = fills or ImmediateFill()
         self._market = market
         self._by_depth = isinstance(self._fills, DepthFill)
+        self._maker_fee = maker_fee_bps / _BPS
+        self._queue = queue_position
         self._orders: dict[str, _Resting] = {}  # every order that has rested, for `query`
         self._open: dict[str, dict[str, _Resting]] = {}  # those still open, by symbol, in arrival order
         self._now_ms = 0  # simulated time: the latest order or market step seen
@@ -120,6 +142,7 @@ class BacktestExecutor:
                 filled=fill.qty_filled,
                 notional=EXACT.multiply(fill.px_fill, fill.qty_filled) if fill.px_fill is not None else _ZERO,
                 updated_ms=ack_ts_ms,
+                ahead=_queue_ahead(order, quote) if self._queue and quote is not None else _ZERO,
             )
             self._orders[order.client_order_id] = resting
             self._open.setdefault(order.symbol, {})[order.client_order_id] = resting
@@ -154,7 +177,11 @@ class BacktestExecutor:
                 order = resting.order
                 remaining = EXACT.subtract(order.qty, resting.filled)
                 for quote in market.quotes_between(symbol, resting.matched_until_ms, until_ms):
-                    take = self._take(order, quote, remaining)
+                    take = (
+                        self._take_queued(resting, quote, remaining)
+                        if self._queue
+                        else self._take(order, quote, remaining)
+                    )
                     if take > 0:
                         steps.append((quote.event_time_ms, symbol, resting.arrival, take, resting))
                         remaining = EXACT.subtract(remaining, take)
@@ -167,7 +194,7 @@ class BacktestExecutor:
         for at_ms, _, _, take, resting in steps:
             resting.filled = EXACT.add(resting.filled, take)
             assert resting.order.px is not None  # only limit orders rest
-            resting.notional = EXACT.add(resting.notional, EXACT.multiply(resting.order.px, take))
+            resting.notional = EXACT.add(resting.notional, EXACT.multiply(self._maker_price(resting.order), take))
             resting.updated_ms = at_ms
             done = resting.filled >= resting.order.qty
             resting.status = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
@@ -204,6 +231,46 @@ class BacktestExecutor:
         shown = sum((size for price, size in levels if (price <= order.px if buy else price >= order.px)), _ZERO)
         return min(remaining, shown)
 
+    def _maker_price(self, order: OrderCtx) -> Decimal:
+        """A resting fill's all-in price: the limit, moved by the maker fee (if any) against us."""
+        assert order.px is not None
+        if not self._maker_fee:
+            return order.px
+        fee = EXACT.multiply(order.px, self._maker_fee)
+        return EXACT.add(order.px, fee) if order.side is Side.BUY else EXACT.subtract(order.px, fee)
+
+    def _take_queued(self, resting: _Resting, quote: Quote, remaining: Decimal) -> Decimal:
+        """`_take` with a queue in front of the order: what comes to its price fills the volume
+        ahead of it first (see the module's docstring)."""
+        order = resting.order
+        assert order.px is not None
+        buy = order.side is Side.BUY
+        resting.ahead = min(resting.ahead, _shown_at(order, quote))
+        touch = quote.ask if buy else quote.bid
+        through_touch = touch < order.px if buy else touch > order.px
+        at_touch = touch == order.px
+        if not (through_touch or at_touch):
+            trade_px = quote.trade_px
+            if trade_px is None or quote.trade_direction != (-1 if buy else 1):
+                return _ZERO
+            if trade_px == order.px:
+                return remaining if resting.ahead <= 0 else _ZERO  # no trade size: only at the front
+            through = trade_px < order.px if buy else trade_px > order.px
+            if through:
+                resting.ahead = _ZERO
+                return remaining
+            return _ZERO
+        levels = quote.asks if buy else quote.bids
+        if not self._by_depth or not levels:
+            if through_touch or resting.ahead <= 0:
+                resting.ahead = _ZERO
+                return remaining
+            return _ZERO  # the touch sits at our price with volume still in front of us
+        coming = sum((size for price, size in levels if (price <= order.px if buy else price >= order.px)), _ZERO)
+        used = min(resting.ahead, coming)
+        resting.ahead = EXACT.subtract(resting.ahead, used)
+        return min(remaining, EXACT.subtract(coming, used))
+
     async def cancel(self, client_order_id: str) -> CancelResult:
         known = self._orders.get(client_order_id)
         resting = self._close(known.order) if known is not None else None
@@ -232,3 +299,28 @@ class BacktestExecutor:
 
     async def close(self) -> None:
         return None
+
+
+def _queue_ahead(order: OrderCtx, quote: Quote) -> Decimal:
+    """Volume shown at the order's own price on its own side when it joins the book (none when
+    the book shown does not tell)."""
+    shown = _shown_at(order, quote)
+    return _ZERO if shown == _UNKNOWN else shown
+
+
+def _shown_at(order: OrderCtx, quote: Quote) -> Decimal:
+    """The size the order's own side shows at its price; none when the level is absent from a
+    book that shows prices beyond it (it traded or was cancelled away), or when the order
+    improves on the best price. Unknown (a huge number: no change) when the book shown does not
+    reach the order's price, or shows no levels at all."""
+    assert order.px is not None
+    buy = order.side is Side.BUY
+    levels = quote.bids if buy else quote.asks
+    if not levels:
+        return _UNKNOWN
+    for price, size in levels:
+        if price == order.px:
+            return size
+    deepest = levels[-1][0]
+    beyond = deepest < order.px if buy else deepest > order.px
+    return _ZERO if beyond else _UNKNOWN

@@ -4,9 +4,10 @@ The loop hands each committed batch to its partition's publisher and goes on wit
 batch; the publisher writes the lines (fsync + rename per file, the slow part) and then moves
 the partition's mark. Order is kept because each partition has one queue and one task. On
 revoke and on shutdown the queue is drained first, so the next owner's catch-up starts from an
-exact mark.
+exact mark, and every minute the partition still holds open is published (a revoke or a
+shutdown leaves nothing unpublished; see `Outbox.drain`).
 
-If a publish fails (disk full, permissions), the partition's mirroring stops and its mark stays
+If a publish fails (disk full, permissions, a line it cannot read), the partition's mirroring stops and its mark stays
 where it was: nothing after the failure is published out of order, and the next assignment
 re-publishes everything from the mark (see `worker.runtime.recovery`).
 """
@@ -17,7 +18,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from worker.io.outbox import Outbox, OutboxLine
+from worker.io.outbox import Outbox, OutboxLine, stream_of
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.summary import RunSummary
 
@@ -57,14 +58,21 @@ class OutboxMirror:
         await publisher.queue.put((lines, next_mark))
 
     async def drain(self, partition: int) -> None:
-        """Waits until everything queued for the partition is on disk, then stops its task."""
+        """Waits until everything queued for the partition is on disk, stops its task, and
+        publishes the partition's open minutes (also those a killed previous owner left)."""
         publisher = self._publishers.pop(partition, None)
-        if publisher is None:
-            return
-        await publisher.queue.join()
-        if publisher.task is not None:
-            publisher.task.cancel()
-            await asyncio.gather(publisher.task, return_exceptions=True)
+        if publisher is not None:
+            await publisher.queue.join()
+            if publisher.task is not None:
+                publisher.task.cancel()
+                await asyncio.gather(publisher.task, return_exceptions=True)
+            if publisher.failed:
+                return  # the disk failed: the next owner re-publishes from the mark
+        try:
+            await asyncio.to_thread(self._outbox.drain, stream_of(self._topic, partition))
+        except Exception as exc:  # as in _run: report, never stop the loop
+            self._metrics.outbox_errors.inc()
+            log.error("outbox drain for partition %d failed (%s); its open minutes stay open", partition, exc)
 
     async def drain_all(self) -> None:
         for partition in sorted(self._publishers):
@@ -75,12 +83,13 @@ class OutboxMirror:
             lines, next_mark = await publisher.queue.get()
             try:
                 if not publisher.failed:
-                    written = await asyncio.to_thread(self._outbox.publish, lines)
+                    written = await asyncio.to_thread(self._outbox.publish, lines, stream_of(self._topic, partition))
                     if next_mark is not None:
                         await asyncio.to_thread(self._outbox.set_mark, self._topic, partition, next_mark)
                     self._summary.outbox_lines += written
                     self._metrics.outbox_published(written)
-            except OSError as exc:
+            except Exception as exc:  # any failure pauses the publisher, none kills it
+                # A dead task would leave the queue full and the loop waiting on it forever.
                 publisher.failed = True
                 self._metrics.outbox_errors.inc()
                 log.error(

@@ -24,7 +24,7 @@ from worker.contract.events import ExecEvent
 from worker.contract.state_machine import IllegalTransition
 from worker.execution.order_state import OrderBook
 from worker.io.kafka import KafkaConfig
-from worker.io.outbox import Outbox, OutboxLine
+from worker.io.outbox import Outbox, OutboxLine, stream_of
 from worker.policy.pretrade import PolicyState, PreTradePolicy
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ async def rebuild_partitions(
                     if record.offset >= mark:
                         line = record.value if isinstance(codec, JsonWire) else encode_json(event)
                         lines.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))
-                state.republished += outbox.publish(lines)
+                state.republished += outbox.publish(lines, stream_of(exec_topic, tp.partition))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -43,6 +43,10 @@ _SINK_CHUNK = 20_000
 
 # Where a replay's exec-events go as they are made (an outbox, a topic, a test's list), in order.
 ReplaySink = Callable[[Sequence[OutboxLine]], Awaitable[None]]
+# Told (decisions done, decisions in all) every `PROGRESS_EVERY` decisions and at the end; it may
+# raise to stop the replay (the CLI does on Ctrl-C). Never affects the events.
+ReplayProgress = Callable[[int, int], None]
+PROGRESS_EVERY = 1_000
 
 
 @dataclass
@@ -57,10 +61,11 @@ class ReplayResult:
 
 
 def outbox_sink(outbox: Outbox) -> ReplaySink:
-    """Writes a replay into an outbox layout (the same files a live worker mirrors)."""
+    """Writes a replay into an outbox layout (the same files a live worker mirrors), on the
+    outbox stream `replay`; the caller publishes the last open minutes with `outbox.drain`."""
 
     async def write(lines: Sequence[OutboxLine]) -> None:
-        outbox.publish(lines)
+        outbox.publish(lines, REPLAY_SOURCE)
 
     return write
 
@@ -91,7 +96,12 @@ def canonical_order(values: Iterable[bytes]) -> tuple[list[Decision], Counter[st
     return [item[3] for item in decoded], rejected
 
 
-async def replay(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequence[ReplaySink] = ()) -> ReplayResult:
+async def replay(
+    engine: ExecutionEngine,
+    values: Iterable[bytes],
+    sinks: Sequence[ReplaySink] = (),
+    progress: ReplayProgress | None = None,
+) -> ReplayResult:
     """Runs decisions through the engine in canonical order; returns counts and the digest.
 
     With a backtest executor that holds market data, market time advances to each decision's
@@ -99,7 +109,7 @@ async def replay(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequen
     after the last decision to the end of the market data.
     """
     with cyclic_gc_paused():
-        return await _fold(engine, values, sinks)
+        return await _fold(engine, values, sinks, progress)
 
 
 @contextmanager
@@ -121,9 +131,13 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def _fold(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequence[ReplaySink]) -> ReplayResult:
+async def _fold(
+    engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequence[ReplaySink], progress: ReplayProgress | None
+) -> ReplayResult:
     decisions, rejected = canonical_order(values)
     result = ReplayResult(decisions=len(decisions), rejected=rejected)
+    if progress is not None:
+        progress(0, len(decisions))
     book = OrderBook()
     digest = hashlib.sha256()
     pending: list[OutboxLine] = []
@@ -151,11 +165,15 @@ async def _fold(engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequenc
                 await emit(engine.observe(book, client_order_id, update))
         source = trusted(SourceRef, topic=REPLAY_SOURCE, partition=0, offset=index)
         await emit((await engine.handle(book, decision, source)).events)
+        if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
+            progress(index + 1, len(decisions))
     if venue is not None:
         for client_order_id, update in venue.fills_until(None):
             await emit(engine.observe(book, client_order_id, update))
         result.open_orders = venue.open_orders()
     await flush()
+    if progress is not None:
+        progress(len(decisions), len(decisions))
     book.commit()
     result.orders.update({status.value: count for status, count in book.by_status().items()})
     result.digest = digest.hexdigest()

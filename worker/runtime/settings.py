@@ -30,6 +30,9 @@ class WorkerSettings(BaseModel):
     # KIP-447 generation fencing; the transactional id is the only fence).
     transactional_prefix: str = Field(default="execworker", min_length=1)
     outbox_dir: Path = Path("var/outbox")
+    # A minute file is published to ready/ once its partition's event time is this far past the
+    # minute's end (docs/outbox.md); later events of the minute go to a numbered segment.
+    outbox_grace_ms: int = Field(default=60_000, ge=0)
     executor: ExecutorKind = ExecutorKind.BACKTEST
     seed: int = 0
     # Records per transaction. Larger batches amortise the ~3 broker round trips of a commit;

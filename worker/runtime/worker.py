@@ -108,7 +108,7 @@ class ExecWorker:
         self.metrics = metrics or WorkerMetrics()
         self.order_log = order_log or OrderLog()
         self.summary = RunSummary()
-        self.outbox = Outbox(settings.outbox_dir)
+        self.outbox = Outbox(settings.outbox_dir, settings.outbox_grace_ms)
         self.exec_topic = topics.role("exec_events").name
         self.mirror = OutboxMirror(self.outbox, self.exec_topic, self.metrics, self.summary)
         self.decisions_topic = topics.role("decisions").name
