@@ -5,11 +5,15 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The compiled core (rust/execcore, PyO3 + maturin): built from source with cargo, crates from
+# crates.io as pinned by its Cargo.lock; rebuilt when its sources change.
+CORE_STAMP := $(VENV)/.execcore
+CORE_SOURCES := $(wildcard rust/execcore/src/*.rs) rust/execcore/Cargo.toml rust/execcore/Cargo.lock rust/execcore/pyproject.toml
 SAMPLE := examples/decisions.jsonl
 
 .PHONY: broker-loss run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv
 
-venv: $(STAMP)
+venv: $(STAMP) $(CORE_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run 'make PYTHON=python3.12 ...'"; exit 2; }
@@ -18,6 +22,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+$(CORE_STAMP): $(STAMP) $(CORE_SOURCES)
+	@command -v cargo >/dev/null || { echo "error: cargo not found; the compiled core needs a Rust toolchain (rustup.rs)"; exit 2; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pip install --quiet --no-build-isolation --force-reinstall --no-deps ./rust/execcore
+	@touch $(CORE_STAMP)
 
 broker:
 	@ops/kafka up

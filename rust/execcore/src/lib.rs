@@ -1,0 +1,420 @@
+//! `execcore`: execworker's compiled hot path (PyO3). See rust/execcore/README.md.
+
+mod dec;
+mod decision;
+mod engine;
+mod fold;
+
+use dec::Dec;
+use decision::{Action, OrderType, Side, Tif};
+use engine::PriceRounding;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+
+fn parse_dec(s: &str) -> PyResult<Dec> {
+    Dec::parse(s).ok_or_else(|| PyValueError::new_err(format!("not a decimal: {s:?}")))
+}
+
+fn parse_side(s: &str) -> PyResult<Side> {
+    match s {
+        "BUY" => Ok(Side::Buy),
+        "SELL" => Ok(Side::Sell),
+        _ => Err(PyValueError::new_err(format!("not a side: {s:?}"))),
+    }
+}
+
+/// Decodes decisions into `worker.contract.messages.Decision` field dicts.
+///
+/// Built once with the Python objects a decision holds (the Decimal type and the enum members),
+/// so that every value is made here, without a Python call per field but the Decimals'.
+#[pyclass(frozen)]
+struct DecisionDecoder {
+    decimal: Py<PyAny>,
+    sides: [Py<PyAny>; 2],
+    order_types: [Py<PyAny>; 2],
+    tifs: [Py<PyAny>; 3],
+    actions: [Py<PyAny>; 3],
+    names: Vec<Py<PyString>>,
+}
+
+fn member(members: &Bound<'_, PyDict>, key: &str) -> PyResult<Py<PyAny>> {
+    members
+        .get_item(key)?
+        .map(Bound::unbind)
+        .ok_or_else(|| PyValueError::new_err(format!("enum member {key} missing")))
+}
+
+#[pymethods]
+impl DecisionDecoder {
+    /// `members` maps each enum value ("BUY", "LIMIT", "GTC", "NEW", ...) to its member.
+    #[new]
+    fn new(py: Python<'_>, decimal: Py<PyAny>, members: &Bound<'_, PyDict>) -> PyResult<Self> {
+        Ok(DecisionDecoder {
+            decimal,
+            sides: [member(members, "BUY")?, member(members, "SELL")?],
+            order_types: [member(members, "LIMIT")?, member(members, "MARKET")?],
+            tifs: [member(members, "GTC")?, member(members, "IOC")?, member(members, "FOK")?],
+            actions: [member(members, "NEW")?, member(members, "CANCEL")?, member(members, "AMEND")?],
+            names: decision::FIELD_NAMES.iter().map(|n| PyString::intern(py, n).unbind()).collect(),
+        })
+    }
+
+    /// `(fields, fields_set)` for a valid decision, else the error class: "size", "json" or "schema".
+    fn decode<'py>(&self, py: Python<'py>, value: &[u8], max_bytes: usize) -> PyResult<Bound<'py, PyAny>> {
+        let d = match decision::decode(value, max_bytes) {
+            Ok(d) => d,
+            Err(class) => return Ok(PyString::intern(py, class.as_str()).into_any()),
+        };
+        let decimal = self.decimal.bind(py);
+        let dec = |s: &str| decimal.call1((s,));
+        let opt_dec = |s: &Option<std::borrow::Cow<'_, str>>| -> PyResult<Bound<'py, PyAny>> {
+            match s {
+                Some(s) => dec(s),
+                None => Ok(py.None().into_bound(py)),
+            }
+        };
+        let opt_str = |s: &Option<std::borrow::Cow<'_, str>>| -> Bound<'py, PyAny> {
+            match s {
+                Some(s) => PyString::new(py, s).into_any(),
+                None => py.None().into_bound(py),
+            }
+        };
+        let values: [Bound<'py, PyAny>; 23] = [
+            PyString::new(py, &d.signal_row_id).into_any(),
+            d.ts_ms.into_pyobject(py)?.into_any(),
+            d.event_ts_ms.into_pyobject(py)?.into_any(),
+            PyString::new(py, &d.symbol).into_any(),
+            self.sides[match d.side {
+                Side::Buy => 0,
+                Side::Sell => 1,
+            }]
+            .bind(py)
+            .clone(),
+            dec(&d.qty)?,
+            opt_dec(&d.px)?,
+            self.order_types[match d.order_type {
+                OrderType::Limit => 0,
+                OrderType::Market => 1,
+            }]
+            .bind(py)
+            .clone(),
+            self.tifs[match d.tif {
+                Tif::Gtc => 0,
+                Tif::Ioc => 1,
+                Tif::Fok => 2,
+            }]
+            .bind(py)
+            .clone(),
+            PyString::new(py, &d.regime).into_any(),
+            PyString::new(py, &d.scenario).into_any(),
+            dec(&d.tick_size)?,
+            dec(&d.step_size)?,
+            dec(&d.min_notional)?,
+            pyo3::types::PyBool::new(py, d.warmup).to_owned().into_any(),
+            opt_str(&d.guard_reason),
+            d.consistency.into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, d.weak_signal_throttle).to_owned().into_any(),
+            dec(&d.costs_bps)?,
+            self.actions[match d.action {
+                Action::New => 0,
+                Action::Cancel => 1,
+                Action::Amend => 2,
+            }]
+            .bind(py)
+            .clone(),
+            opt_str(&d.target_client_order_id),
+            opt_dec(&d.new_px)?,
+            opt_dec(&d.new_qty)?,
+        ];
+        let fields = PyDict::new(py);
+        let set = PySet::empty(py)?;
+        for (i, v) in values.into_iter().enumerate() {
+            let name = self.names[i].bind(py);
+            fields.set_item(name, v)?;
+            if d.fields_set & (1 << i) != 0 {
+                set.add(name)?;
+            }
+        }
+        Ok(PyTuple::new(py, [fields.into_any(), set.into_any()])?.into_any())
+    }
+}
+
+/// The error class of a value the decision contract refuses, or None if it accepts it.
+#[pyfunction]
+fn decision_error_class(value: &[u8], max_bytes: usize) -> Option<&'static str> {
+    decision::decode(value, max_bytes).err().map(|c| c.as_str())
+}
+
+/// `align_order` on decimal strings: `(qty, px, rounding_applied, rounding_diff)` as plain
+/// strings, or the RoundingError reason as a str.
+#[pyfunction]
+#[pyo3(signature = (side, qty, px, tick_size, step_size, min_notional, rule))]
+fn align_order<'py>(
+    py: Python<'py>,
+    side: &str,
+    qty: &str,
+    px: Option<&str>,
+    tick_size: &str,
+    step_size: &str,
+    min_notional: &str,
+    rule: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let rule = PriceRounding::parse(rule).ok_or_else(|| PyValueError::new_err(format!("rounding rule {rule:?}")))?;
+    let px = match px {
+        Some(p) => Some(parse_dec(p)?),
+        None => None,
+    };
+    let result = engine::align_order(
+        parse_side(side)?,
+        &parse_dec(qty)?,
+        px.as_ref(),
+        &parse_dec(tick_size)?,
+        &parse_dec(step_size)?,
+        &parse_dec(min_notional)?,
+        rule,
+    );
+    match result {
+        Err(reason) => Ok(PyString::intern(py, reason).into_any()),
+        Ok(r) => {
+            let px = r.px.as_ref().map(Dec::plain);
+            Ok((r.qty.plain(), px, r.applied, r.diff.plain()).into_pyobject(py)?.into_any())
+        }
+    }
+}
+
+/// `worker.policy.ids.client_order_id` on decimal strings (any notation).
+#[pyfunction]
+#[pyo3(signature = (signal_row_id, ts_ms, side, qty, px))]
+fn client_order_id(signal_row_id: &str, ts_ms: i64, side: &str, qty: &str, px: Option<&str>) -> PyResult<String> {
+    let px = match px {
+        Some(p) => Some(parse_dec(p)?),
+        None => None,
+    };
+    Ok(engine::client_order_id(signal_row_id, ts_ms, parse_side(side)?, &parse_dec(qty)?, px.as_ref()))
+}
+
+/// `format(Decimal(value), "f")` for a decimal string in any notation.
+#[pyfunction]
+fn plain(value: &str) -> PyResult<String> {
+    Ok(parse_dec(value)?.plain())
+}
+
+/// `keep_fraction`'s 64-bit integer for an order id.
+#[pyfunction]
+fn keep_bits(client_order_id: &str) -> u64 {
+    engine::keep_bits(client_order_id)
+}
+
+/// `LatencyModel.sample_ms` with the model's descending threshold table.
+#[pyfunction]
+fn latency_ms(base_ms: i64, thresholds: Vec<u128>, seed: i64, client_order_id: &str) -> i64 {
+    engine::latency_ms(base_ms, &thresholds, seed, client_order_id)
+}
+
+/// `slippage_bps` on decimal strings; None when either price is None.
+#[pyfunction]
+#[pyo3(signature = (side, px_intent, px_fill))]
+fn slippage_bps(side: &str, px_intent: Option<&str>, px_fill: Option<&str>) -> PyResult<Option<String>> {
+    let intent = match px_intent {
+        Some(p) => Some(parse_dec(p)?),
+        None => None,
+    };
+    let fill = match px_fill {
+        Some(p) => Some(parse_dec(p)?),
+        None => None,
+    };
+    Ok(engine::slippage_bps(parse_side(side)?, intent.as_ref(), fill.as_ref()).map(|d| d.plain()))
+}
+
+fn text(v: &Bound<'_, PyAny>) -> PyResult<String> {
+    // Enum members are str subclasses; Decimals print in scientific or plain notation.
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(s.to_str()?.to_owned());
+    }
+    let s = v.str()?;
+    let s = s.to_str()?;
+    Ok(parse_dec(s)?.plain())
+}
+
+fn opt_text(v: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if v.is_none() { Ok(None) } else { text(v).map(Some) }
+}
+
+fn opt_int(v: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    if v.is_none() { Ok(None) } else { v.extract().map(Some) }
+}
+
+/// The canonical line of an exec-event, from its field dict (`event.__dict__`) and its source's.
+#[pyfunction]
+fn encode_exec_event<'py>(
+    py: Python<'py>,
+    fields: &Bound<'py, PyDict>,
+    source: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let get = |name: &str| -> PyResult<Bound<'py, PyAny>> {
+        fields.get_item(name)?.ok_or_else(|| PyValueError::new_err(format!("exec-event field {name} missing")))
+    };
+    let sget = |name: &str| -> PyResult<Bound<'py, PyAny>> {
+        source.get_item(name)?.ok_or_else(|| PyValueError::new_err(format!("source field {name} missing")))
+    };
+    let event_id = text(&get("event_id")?)?;
+    let client_order_id = text(&get("client_order_id")?)?;
+    let signal_row_id = text(&get("signal_row_id")?)?;
+    let symbol = text(&get("symbol")?)?;
+    let side = text(&get("side")?)?;
+    let qty = text(&get("qty")?)?;
+    let px_intent = opt_text(&get("px_intent")?)?;
+    let px_sent = opt_text(&get("px_sent")?)?;
+    let px_fill = opt_text(&get("px_fill")?)?;
+    let qty_filled = text(&get("qty_filled")?)?;
+    let rounding_applied: bool = get("rounding_applied")?.extract()?;
+    let rounding_diff = text(&get("rounding_diff")?)?;
+    let slippage = opt_text(&get("slippage_bps")?)?;
+    let exchange = opt_text(&get("exchange_order_id")?)?;
+    let status = text(&get("status")?)?;
+    let reason = opt_text(&get("reason")?)?;
+    let topic = text(&sget("topic")?)?;
+    let executor = text(&get("executor")?)?;
+    let mode = text(&get("mode")?)?;
+    let scenario = text(&get("scenario")?)?;
+    let event = engine::Event {
+        event_id: &event_id,
+        client_order_id: &client_order_id,
+        signal_row_id: &signal_row_id,
+        symbol: &symbol,
+        side: &side,
+        qty: &qty,
+        px_intent: px_intent.as_deref(),
+        px_sent: px_sent.as_deref(),
+        px_fill: px_fill.as_deref(),
+        qty_filled: &qty_filled,
+        rounding_applied,
+        rounding_diff: &rounding_diff,
+        slippage_bps: slippage.as_deref(),
+        exchange_order_id: exchange.as_deref(),
+        status: &status,
+        reason: reason.as_deref(),
+        sent_ts_ms: opt_int(&get("sent_ts_ms")?)?,
+        ack_ts_ms: opt_int(&get("ack_ts_ms")?)?,
+        event_ts_ms: get("event_ts_ms")?.extract()?,
+        latency_ms: opt_int(&get("latency_ms")?)?,
+        executor: &executor,
+        mode: &mode,
+        scenario: &scenario,
+        source_topic: &topic,
+        source_partition: sget("partition")?.extract()?,
+        source_offset: sget("offset")?.extract()?,
+    };
+    let mut out = Vec::with_capacity(768);
+    engine::encode_event(&mut out, &event);
+    Ok(PyBytes::new(py, &out))
+}
+
+/// The replay fold of `fold.rs`, driven in chunks so that its output streams to the sinks.
+#[pyclass]
+struct ReplayFold {
+    inner: fold::Fold,
+}
+
+#[pymethods]
+impl ReplayFold {
+    /// `data`: the whole JSONL file, or `values`: the records (exactly one of them).
+    #[new]
+    #[pyo3(signature = (data, values, *, seed, rounding, min_consistency, mode, executor, latency_base_ms, thresholds, max_bytes))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        data: Option<&[u8]>,
+        values: Option<Vec<Vec<u8>>>,
+        seed: i64,
+        rounding: &str,
+        min_consistency: f64,
+        mode: String,
+        executor: String,
+        latency_base_ms: i64,
+        thresholds: Vec<u128>,
+        max_bytes: usize,
+    ) -> PyResult<Self> {
+        let rounding =
+            PriceRounding::parse(rounding).ok_or_else(|| PyValueError::new_err(format!("rounding rule {rounding:?}")))?;
+        let config = fold::Config {
+            seed,
+            rounding,
+            min_consistency,
+            mode,
+            executor,
+            latency_base_ms,
+            thresholds,
+            max_bytes,
+        };
+        let inner = py.detach(|| match (data, &values) {
+            (Some(data), None) => Ok(fold::Fold::new(config, fold::split_lines(data).into_iter())),
+            (None, Some(values)) => Ok(fold::Fold::new(config, values.iter().map(Vec::as_slice))),
+            _ => Err(PyValueError::new_err("give data or values")),
+        })?;
+        Ok(ReplayFold { inner })
+    }
+
+    #[getter]
+    fn decisions(&self) -> usize {
+        self.inner.decisions()
+    }
+
+    #[getter]
+    fn events(&self) -> u64 {
+        self.inner.events
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+
+    /// Folds on until `max_events` events are made; returns them as (symbol, event_ts_ms,
+    /// event_id, payload) when `keep`, else an empty list (they are digested and counted only).
+    fn step<'py>(&mut self, py: Python<'py>, max_events: usize, keep: bool) -> PyResult<Bound<'py, PyList>> {
+        let inner = &mut self.inner;
+        let lines = py.detach(|| inner.step(max_events, keep));
+        let list = PyList::empty(py);
+        for line in lines {
+            list.append((line.symbol, line.event_ts_ms, line.event_id, PyBytes::new(py, &line.payload)))?;
+        }
+        Ok(list)
+    }
+
+    fn hexdigest(&self) -> String {
+        self.inner.hexdigest()
+    }
+
+    fn rejected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.rejected {
+            d.set_item(*k, *v)?;
+        }
+        Ok(d)
+    }
+
+    fn by_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.by_status {
+            d.set_item(*k, *v)?;
+        }
+        Ok(d)
+    }
+}
+
+#[pymodule]
+fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DecisionDecoder>()?;
+    m.add_class::<ReplayFold>()?;
+    m.add_function(wrap_pyfunction!(decision_error_class, m)?)?;
+    m.add_function(wrap_pyfunction!(align_order, m)?)?;
+    m.add_function(wrap_pyfunction!(client_order_id, m)?)?;
+    m.add_function(wrap_pyfunction!(plain, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_bits, m)?)?;
+    m.add_function(wrap_pyfunction!(latency_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(slippage_bps, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_exec_event, m)?)?;
+    Ok(())
+}
