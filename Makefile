@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The compiled core (rust/execcore, PyO3 + maturin): built from source with cargo, crates from
 # crates.io as pinned by its Cargo.lock; rebuilt when its sources change.
 CORE_STAMP := $(VENV)/.execcore
-CORE_SOURCES := $(wildcard rust/execcore/src/*.rs) rust/execcore/Cargo.toml rust/execcore/Cargo.lock rust/execcore/pyproject.toml
+CORE_SOURCES := $(wildcard rust/execcore/src/*.rs) rust/execcore/Cargo.toml rust/execcore/Cargo.lock rust/execcore/pyproject.toml rust/execcore/execcore.pyi
 SAMPLE := examples/decisions.jsonl
 
 .PHONY: broker-loss run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TypeVar
 
+import execcore
 from pydantic import BaseModel, ValidationError
 
 from worker.codec.errors import DecodeError, ErrorClass
+from worker.contract.enums import Action, OrderType, Side, TimeInForce
+from worker.contract.events import ExecEvent
+from worker.contract.messages import Decision
 
 # 64 KiB is two orders of magnitude above a real decision (~600 bytes); anything larger is a bug
 # upstream, and refusing it bounds the parser's memory.
@@ -31,8 +36,55 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "")
 
 
+# The compiled decoder of decisions (rust/execcore/src/decision.rs): the same acceptance as the
+# pydantic model, proven by tests/unit/test_compiled_core.py; it builds the model's fields itself.
+_DECISIONS = execcore.DecisionDecoder(
+    Decimal, {member.value: member for enum in (Side, OrderType, TimeInForce, Action) for member in enum}
+)
+
+
 def decode_json(model: type[ModelT], value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ModelT:
-    """Parses and validates one message, or raises `DecodeError` saying what is wrong."""
+    """Parses and validates one message, or raises `DecodeError` saying what is wrong.
+
+    Decisions (the hot path) go through the compiled decoder; every other contract through its
+    pydantic model.
+    """
+    if model is Decision:
+        return decode_decision(value, max_bytes)  # type: ignore[return-value]
+    return decode_json_reference(model, value, max_bytes)
+
+
+def decode_decision(value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Decision:
+    """A decision through the compiled decoder. A refusal is worded by the pydantic model (only
+    then is it run): the compiled decoder decides, the contract's own messages explain."""
+    if value is None:
+        raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")
+    outcome = _DECISIONS.decode(value, max_bytes)
+    if isinstance(outcome, str):
+        raise _refusal(ErrorClass(outcome), value, max_bytes)
+    fields, fields_set = outcome
+    decision = Decision.__new__(Decision)
+    # What pydantic sets on a validated instance (extra="ignore": no extra dict).
+    object.__setattr__(decision, "__dict__", fields)
+    object.__setattr__(decision, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(decision, "__pydantic_extra__", None)
+    object.__setattr__(decision, "__pydantic_private__", None)
+    return decision
+
+
+def _refusal(error_class: ErrorClass, value: bytes, max_bytes: int) -> DecodeError:
+    try:
+        decode_json_reference(Decision, value, max_bytes)
+    except DecodeError as exc:
+        return DecodeError(error_class, exc.reason)
+    return DecodeError(error_class, "refused by the compiled decoder")
+
+
+def decode_json_reference(
+    model: type[ModelT], value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> ModelT:
+    """The pydantic model's own decoding: every non-decision contract, and the oracle of the
+    compiled decision decoder in tests."""
     if value is None:
         raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")
     if len(value) > max_bytes:
@@ -49,5 +101,16 @@ def decode_json(model: type[ModelT], value: bytes | None, max_bytes: int = DEFAU
 
 
 def encode_json(message: BaseModel) -> bytes:
-    """Canonical bytes: declared field order, no whitespace, decimals as strings."""
+    """Canonical bytes: declared field order, no whitespace, decimals as strings.
+
+    Exec-events (the hot path) are written by the compiled encoder, byte for byte what pydantic
+    writes (tests/unit/test_compiled_core.py); everything else by pydantic.
+    """
+    if type(message) is ExecEvent:
+        return execcore.encode_exec_event(message.__dict__, message.source.__dict__)
+    return encode_json_reference(message)
+
+
+def encode_json_reference(message: BaseModel) -> bytes:
+    """pydantic's serialisation: the oracle of the compiled exec-event encoder."""
     return message.__pydantic_serializer__.to_json(message)

@@ -6,6 +6,8 @@ import hashlib
 import re
 from decimal import Decimal
 
+import execcore
+
 from worker.contract.enums import Side
 
 # Binance's newClientOrderId rule; every id we make must pass it.
@@ -19,8 +21,14 @@ _HASH_CHARS = 32
 def client_order_id(signal_row_id: str, ts_ms: int, side: Side, qty: Decimal, px: Decimal | None) -> str:
     """`hash(signal_row_id|ts_ms|side|qty|px)` of the rounded order, in the venue's charset.
 
-    Decimals are normalised first so that "0.10" and "0.1" give the same id.
+    Decimals are normalised first so that "0.10" and "0.1" give the same id. Computed by the
+    compiled core; `client_order_id_reference` is the same rule in Python (its test oracle).
     """
+    return execcore.client_order_id(signal_row_id, ts_ms, side.value, str(qty), None if px is None else str(px))
+
+
+def client_order_id_reference(signal_row_id: str, ts_ms: int, side: Side, qty: Decimal, px: Decimal | None) -> str:
+    """The id rule in Python: the oracle of the compiled `client_order_id`."""
     price = "MKT" if px is None else _canonical(px)
     material = f"{signal_row_id}|{ts_ms}|{side.value}|{_canonical(qty)}|{price}"
     return _PREFIX + hashlib.sha256(material.encode()).hexdigest()[:_HASH_CHARS]

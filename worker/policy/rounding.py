@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
 from enum import StrEnum
 
+import execcore
+
 from worker.contract.enums import Side
 
 # Inputs have at most 40 characters (contract.types.MAX_DECIMAL_CHARS); 100 significant digits
@@ -100,7 +102,45 @@ def align_order(
     min_notional: Decimal,
     rule: PriceRounding = PriceRounding.PASSIVE,
 ) -> Rounded:
-    """Rounds price and quantity to the venue grid and checks the minimum notional."""
+    """Rounds price and quantity to the venue grid and checks the minimum notional.
+
+    Computed by the compiled core in exact integer arithmetic; a refusal is worded by the
+    Python rule (`align_order_reference`, also the test oracle), which is run only then.
+    """
+    outcome = execcore.align_order(
+        side.value,
+        str(qty),
+        None if px is None else str(px),
+        str(tick_size),
+        str(step_size),
+        str(min_notional),
+        rule.value,
+    )
+    if isinstance(outcome, str):
+        try:
+            align_order_reference(side, qty, px, tick_size, step_size, min_notional, rule)
+        except RoundingError as exc:
+            raise RoundingError(outcome, exc.detail) from None
+        raise RoundingError(outcome, "refused by the compiled core")
+    qty_text, px_text, applied, diff = outcome
+    return Rounded(
+        qty=Decimal(qty_text),
+        px=None if px_text is None else Decimal(px_text),
+        rounding_applied=applied,
+        rounding_diff=Decimal(diff),
+    )
+
+
+def align_order_reference(
+    side: Side,
+    qty: Decimal,
+    px: Decimal | None,
+    tick_size: Decimal,
+    step_size: Decimal,
+    min_notional: Decimal,
+    rule: PriceRounding = PriceRounding.PASSIVE,
+) -> Rounded:
+    """The grid rule in Python, with Decimal: the oracle of the compiled `align_order`."""
     qty_rounded = round_to_step(qty, step_size, up=False)
     if qty_rounded <= 0:
         raise RoundingError("qty_below_step", f"qty {qty} rounds to 0 at step {step_size}")
