@@ -2,6 +2,6 @@
 
 import sys
 
-from worker.cli.main import main
+from worker.cli.entry import main
 
 sys.exit(main())

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
 from worker.cli.progress import progress_bar
-from worker.cli.run_cmd import policy_from
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
 from worker.contract.messages import MarketSnapshot
@@ -23,14 +23,18 @@ from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import EngineConfig, ExecutionEngine
 from worker.execution.fills import FillModel, fill_model
 from worker.execution.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
-from worker.io.kafka import KafkaConfig, read_committed_topic
-from worker.io.live_topics import live_topic_problem
 from worker.io.outbox import Outbox, OutboxLine
+from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
 from worker.reporting.sources import file_digest, write_run_metadata
 from worker.runtime.replay import REPLAY_SOURCE, ReplaySink, outbox_sink, read_input_file, replay
 from worker.runtime.summary import render_rules
+
+# The Kafka client and the live worker load only for --from-topic, --to-topic and --modes (a
+# replay of a file starts without them: worker/cli/entry.py).
+if TYPE_CHECKING:
+    from worker.io.kafka import KafkaConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +144,14 @@ def market_from(args: argparse.Namespace) -> MarketView | None:
     return MarketView.from_snapshots(snapshots, args.tick_carry, args.tick_carry_ms)
 
 
+def _policy_from(args: argparse.Namespace) -> PreTradePolicy:
+    if args.modes is None:
+        return PreTradePolicy.default()
+    from worker.cli.run_cmd import policy_from  # loads the live worker: only for a modes file
+
+    return policy_from(args)
+
+
 def maker_fee_from(args: argparse.Namespace) -> Decimal:
     try:
         fee = Decimal(args.maker_fee_bps)
@@ -168,6 +180,8 @@ async def target_topic(args: argparse.Namespace) -> str | None:
     target = resolve_topic(topics_from(args), args.to_topic)
     kafka = kafka_from(args)
     await kafka.check_reachable()
+    from worker.io.live_topics import live_topic_problem
+
     problem = await live_topic_problem(kafka, topics_from(args), target)
     if problem is None:
         return target
@@ -193,6 +207,8 @@ async def run_replay(args: argparse.Namespace) -> int:
         kafka = kafka_from(args)
         await kafka.check_reachable()
         topic = resolve_topic(topics_from(args), args.from_topic)
+        from worker.io.kafka import read_committed_topic
+
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
         values = [record.value for record in records]
     executor = BacktestExecutor(
@@ -202,7 +218,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         maker_fee_bps=maker_fee_from(args),
         queue_position=args.queue_position,
     )
-    engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=policy_from(args))
+    engine = ExecutionEngine(executor, EngineConfig(rounding=rounding_from(args)), policy=_policy_from(args))
     if args.outbox_grace_ms < 0:
         raise UsageError("--outbox-grace-ms: use 0 or more")
     sinks: list[ReplaySink] = []

@@ -126,6 +126,14 @@ class BacktestExecutor:
         # that a replay with many resting orders costs per snapshot, not per order and decision.
         self._advanced_to_ms: int | None = None
 
+    def immediate_profile(self) -> tuple[int, int, list[int]] | None:
+        """(seed, latency base, latency table) when this is the plain backtest: the immediate fill
+        model, no market data, nothing submitted yet. That configuration has a compiled replay
+        fold (`worker.runtime.replay`); None for any other."""
+        if not isinstance(self._fills, ImmediateFill) or self._market is not None or self._orders:
+            return None
+        return self._rng.seed, self._latency.base_ms, self._latency.thresholds()
+
     async def submit(self, order: OrderCtx) -> ExecResult:
         sent_ts_ms = order.event_ts_ms
         ack_ts_ms = sent_ts_ms + self._latency.sample_ms(self._rng, order.client_order_id)

@@ -46,6 +46,10 @@ class LatencyModel:
         # Stored negated, so that the descending table is ascending for bisect.
         object.__setattr__(self, "_thresholds", tuple(-t for t in thresholds))
 
+    def thresholds(self) -> list[int]:
+        """The table, descending: floor(2^64 x exp(-k / mean)) for k = 0, 1, ... (for the compiled fold)."""
+        return [-t for t in self._thresholds]
+
     def sample_ms(self, rng: Rng, client_order_id: str) -> int:
         """base + floor(-mean x ln(1 - u)) for the order's own uniform draw u, in integers:
         the extra is the largest k with 2^64 x (1 - u) <= 2^64 x exp(-k / mean)."""

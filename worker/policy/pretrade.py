@@ -171,6 +171,20 @@ class PreTradePolicy:
             state.plain = OrderRateWall(state.wall.limits)
         return state.plain
 
+    def fixed_gate(self) -> tuple[str, float] | None:
+        """(mode, min_consistency) when every verdict depends on the decision alone: one mode
+        (no schedule, no market trigger, nothing explicit), every rule enforced, no order-rate
+        wall, no stale feed. The compiled replay fold covers that policy; None for any other."""
+        modes = self.modes
+        if modes.schedule or modes.market is not None or modes.explicit is not None or self._stale:
+            return None
+        if modes.rules.top or modes.rules.modes or modes.rules.symbols:
+            return None
+        params = modes.modes[modes.default]
+        if params.per_symbol_orders_per_s > 0 or params.global_orders_per_s > 0:
+            return None
+        return modes.default, params.min_consistency
+
     def observe_gate_stats(self, gate_reason_stats: dict[str, int]) -> None:
         """Upstream gate statistics (from each signal) set the adaptive factor of every rate."""
         factor = adaptive_factor(gate_reason_stats, GATE_STATS_WINDOW)

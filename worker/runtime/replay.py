@@ -22,10 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import execcore
 import orjson
 
 from worker.codec.errors import DecodeError
-from worker.codec.json_codec import decode_json, encode_json
+from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES, decode_json, encode_json
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
@@ -107,9 +108,71 @@ async def replay(
     With a backtest executor that holds market data, market time advances to each decision's
     `event_ts_ms` before it is handled (resting orders fill from the snapshots in between), and
     after the last decision to the end of the market data.
+
+    The plain backtest (immediate fills, no market data, one mode, no rate wall) runs as the
+    compiled fold (rust/execcore/src/fold.rs), byte for byte the engine's events; every other
+    configuration runs through the engine here.
     """
+    if _has_compiled_fold(engine):
+        fold = compiled_fold(engine, None, list(values))
+        if fold is not None:
+            return await _drain(fold, sinks, progress)
     with cyclic_gc_paused():
         return await _fold(engine, values, sinks, progress)
+
+
+def _has_compiled_fold(engine: ExecutionEngine) -> bool:
+    executor = engine.executor
+    return isinstance(executor, BacktestExecutor) and executor.immediate_profile() is not None
+
+
+def compiled_fold(
+    engine: ExecutionEngine, data: bytes | None, values: list[bytes] | None
+) -> execcore.ReplayFold | None:
+    """The compiled fold for this engine's configuration, or None where it has none."""
+    executor = engine.executor
+    profile = executor.immediate_profile() if isinstance(executor, BacktestExecutor) else None
+    gate = engine.policy.fixed_gate()
+    if profile is None or gate is None:
+        return None
+    seed, latency_base_ms, thresholds = profile
+    mode, min_consistency = gate
+    return execcore.ReplayFold(
+        data,
+        values,
+        seed=seed,
+        rounding=engine.config.rounding.value,
+        min_consistency=min_consistency,
+        mode=mode,
+        executor=executor.name,
+        latency_base_ms=latency_base_ms,
+        thresholds=thresholds,
+        max_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+    )
+
+
+async def _drain(
+    fold: execcore.ReplayFold, sinks: Sequence[ReplaySink], progress: ReplayProgress | None = None
+) -> ReplayResult:
+    """Runs the compiled fold to its end, handing its lines to the sinks chunk by chunk."""
+    keep = bool(sinks)
+    total = fold.decisions
+    if progress is not None:
+        progress(0, total)
+    while not fold.done:
+        chunk = fold.step(min(_SINK_CHUNK, PROGRESS_EVERY), keep)
+        if progress is not None and not fold.done:
+            progress(fold.position, total)
+        if chunk:
+            lines = [OutboxLine(symbol, ts, event_id, payload) for symbol, ts, event_id, payload in chunk]
+            for sink in sinks:
+                await sink(lines)
+    if progress is not None:
+        progress(total, total)
+    result = ReplayResult(decisions=fold.decisions, events=fold.events, digest=fold.hexdigest())
+    result.rejected.update(fold.rejected())
+    result.orders.update(fold.by_status())
+    return result
 
 
 @contextmanager

@@ -27,9 +27,48 @@ pub enum Rounding {
     HalfEven,
 }
 
-fn pow10(n: u32) -> Coef {
+static POW10: std::sync::LazyLock<Vec<Coef>> = std::sync::LazyLock::new(|| {
     let ten: Coef = 10u8.as_();
-    ten.pow(n)
+    (0..=154).map(|n| ten.pow(n)).collect()
+});
+
+fn pow10(n: u32) -> Coef {
+    POW10[n as usize]
+}
+
+const U128_MAX_DIGITS: u32 = 38;
+
+fn as_u128(c: &Coef) -> Option<u128> {
+    if c.bit_width() <= 128 { Some((*c).as_()) } else { None }
+}
+
+/// Quotient and remainder, in u128 when both fit (the common case: 512-bit division is slow).
+fn div_rem(a: &Coef, b: &Coef) -> (Coef, Coef) {
+    if let (Some(x), Some(y)) = (as_u128(a), as_u128(b)) {
+        return ((x / y).as_(), (x % y).as_());
+    }
+    (*a / *b, *a % *b)
+}
+
+/// Product, in u128 when it surely fits.
+fn mul(a: &Coef, b: &Coef) -> Coef {
+    if a.bit_width() + b.bit_width() <= 128 {
+        let (x, y): (u128, u128) = ((*a).as_(), (*b).as_());
+        return (x * y).as_();
+    }
+    *a * *b
+}
+
+/// `c x 10^n`.
+fn scale(c: &Coef, n: u32) -> Coef {
+    if n <= U128_MAX_DIGITS {
+        if let Some(x) = as_u128(c) {
+            if let Some(v) = x.checked_mul(10u128.pow(n)) {
+                return v.as_();
+            }
+        }
+    }
+    *c * pow10(n)
 }
 
 fn small(v: u64) -> Coef {
@@ -68,7 +107,7 @@ impl Dec {
                 chunk = chunk * 10 + u64::from(c - b'0');
                 chunk_len += 1;
                 if chunk_len == 18 {
-                    coef = coef.checked_mul(pow10(18))?.checked_add(small(chunk))?;
+                    coef = scale(&coef, 18).checked_add(small(chunk))?;
                     chunk = 0;
                     chunk_len = 0;
                 }
@@ -84,7 +123,7 @@ impl Dec {
             i += 1;
         }
         if chunk_len > 0 {
-            coef = coef.checked_mul(pow10(chunk_len))?.checked_add(small(chunk))?;
+            coef = scale(&coef, chunk_len).checked_add(small(chunk))?;
         }
         let _ = ten;
         if digits == 0 {
@@ -124,7 +163,10 @@ impl Dec {
             return 1;
         }
         // ilog10 is exact on integers.
-        self.coef.ilog10() + 1
+        match as_u128(&self.coef) {
+            Some(x) => x.ilog10() + 1,
+            None => self.coef.ilog10() + 1,
+        }
     }
 
     /// `format(value, "f")`: plain notation, the exponent kept.
@@ -186,7 +228,7 @@ impl Dec {
 
     /// `a * b`, exact (exponents add).
     pub fn mul(&self, other: &Dec) -> Dec {
-        Dec { neg: self.neg != other.neg, coef: self.coef * other.coef, exp: self.exp + other.exp }
+        Dec { neg: self.neg != other.neg, coef: mul(&self.coef, &other.coef), exp: self.exp + other.exp }
     }
 
     /// `a - b`, exact; exponent = min of the two; an exact zero is positive (as in CPython
@@ -214,7 +256,7 @@ impl Dec {
     /// `value.quantize(10^exp, rounding)`: the value at exponent `exp`, rounded.
     pub fn quantize(&self, exp: i32, rounding: Rounding) -> Dec {
         if self.exp >= exp {
-            let coef = self.coef * pow10((self.exp - exp) as u32);
+            let coef = scale(&self.coef, (self.exp - exp) as u32);
             return Dec { neg: self.neg, coef, exp };
         }
         let shift = (exp - self.exp) as u32;
@@ -224,8 +266,7 @@ impl Dec {
             return Dec { neg: self.neg, coef, exp };
         }
         let d = pow10(shift);
-        let q = self.coef / d;
-        let r = self.coef % d;
+        let (q, r) = div_rem(&self.coef, &d);
         let half_cmp = (r * small(2)).cmp(&d);
         let coef = round_quotient(q, half_cmp, r == zero_coef(), self.neg, rounding);
         Dec { neg: self.neg, coef, exp }
@@ -235,11 +276,10 @@ impl Dec {
     /// grid rule for steps that are not a power of ten; both values positive).
     pub fn round_to_multiple(&self, step: &Dec, rounding: Rounding) -> Dec {
         let (a, b) = align(self, step);
-        let q = a / b;
-        let r = a % b;
+        let (q, r) = div_rem(&a, &b);
         let half_cmp = (r * small(2)).cmp(&b);
         let k = round_quotient(q, half_cmp, r == zero_coef(), self.neg != step.neg, rounding);
-        Dec { neg: false, coef: k * step.coef, exp: step.exp }
+        Dec { neg: false, coef: mul(&k, &step.coef), exp: step.exp }
     }
 
     /// True when the value is a bare power of ten as written: coefficient 1 (so "0.01", not "0.010").
@@ -260,8 +300,12 @@ impl Dec {
             return Dec { neg: v.neg, coef: zero_coef(), exp: 0 };
         }
         let ten = small(10);
-        while v.coef % ten == zero_coef() {
-            v.coef = v.coef / ten;
+        loop {
+            let (q, r) = div_rem(&v.coef, &ten);
+            if r != zero_coef() {
+                break;
+            }
+            v.coef = q;
             v.exp += 1;
         }
         v
@@ -272,8 +316,8 @@ impl Dec {
 fn align(a: &Dec, b: &Dec) -> (Coef, Coef) {
     match a.exp.cmp(&b.exp) {
         Ordering::Equal => (a.coef, b.coef),
-        Ordering::Greater => (a.coef * pow10((a.exp - b.exp) as u32), b.coef),
-        Ordering::Less => (a.coef, b.coef * pow10((b.exp - a.exp) as u32)),
+        Ordering::Greater => (scale(&a.coef, (a.exp - b.exp) as u32), b.coef),
+        Ordering::Less => (a.coef, scale(&b.coef, (b.exp - a.exp) as u32)),
     }
 }
 
@@ -306,11 +350,10 @@ pub fn coef_string(c: &Coef) -> String {
 }
 
 /// `round_half_even(num / den x 10^scale)` as the coefficient of a value at exponent `exp`.
-pub fn div_scaled(num: &Dec, den: &Dec, scale: i32, exp: i32) -> Dec {
-    let e = num.exp - den.exp + scale;
-    let (n, d) = if e >= 0 { (num.coef * pow10(e as u32), den.coef) } else { (num.coef, den.coef * pow10((-e) as u32)) };
-    let q = n / d;
-    let r = n % d;
+pub fn div_scaled(num: &Dec, den: &Dec, power: i32, exp: i32) -> Dec {
+    let e = num.exp - den.exp + power;
+    let (n, d) = if e >= 0 { (scale(&num.coef, e as u32), den.coef) } else { (num.coef, scale(&den.coef, (-e) as u32)) };
+    let (q, r) = div_rem(&n, &d);
     let half_cmp = (r * small(2)).cmp(&d);
     let neg = num.neg != den.neg;
     let coef = round_quotient(q, half_cmp, r == zero_coef(), neg, Rounding::HalfEven);

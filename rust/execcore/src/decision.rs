@@ -123,6 +123,36 @@ pub const FIELD_NAMES: [&str; 23] = [
     "new_px",
     "new_qty",
 ];
+/// The position of a declared field in FIELD_NAMES (a match: the compiler switches on length first).
+fn field_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "signal_row_id" => 0,
+        "ts_ms" => 1,
+        "event_ts_ms" => 2,
+        "symbol" => 3,
+        "side" => 4,
+        "qty" => 5,
+        "px" => 6,
+        "order_type" => 7,
+        "tif" => 8,
+        "regime" => 9,
+        "scenario" => 10,
+        "tick_size" => 11,
+        "step_size" => 12,
+        "min_notional" => 13,
+        "warmup" => 14,
+        "guard_reason" => 15,
+        "consistency" => 16,
+        "weak_signal_throttle" => 17,
+        "costs_bps" => 18,
+        "action" => 19,
+        "target_client_order_id" => 20,
+        "new_px" => 21,
+        "new_qty" => 22,
+        _ => return None,
+    })
+}
+
 // Fields 0..=18 have no default.
 const REQUIRED_MASK: u32 = (1 << 19) - 1;
 
@@ -233,7 +263,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
         let mut raw = Raw::default();
         while let Some(key) = map.next_key::<Key>()? {
-            match FIELD_NAMES.iter().position(|name| *name == key.0) {
+            match field_index(&key.0) {
                 Some(index) => raw.vals[index] = Some(map.next_value::<Val>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;

@@ -100,6 +100,17 @@ pub fn canonical(value: &Dec) -> String {
 
 /// `worker.policy.ids.client_order_id`, with the decimals already canonical.
 pub fn client_order_id(signal_row_id: &str, ts_ms: i64, side: Side, qty: &Dec, px: Option<&Dec>) -> String {
+    client_order_id_and_key(signal_row_id, ts_ms, side, qty, px).0
+}
+
+/// The id and its 128 bits as a number (the id is their hex: one is as unique as the other).
+pub fn client_order_id_and_key(
+    signal_row_id: &str,
+    ts_ms: i64,
+    side: Side,
+    qty: &Dec,
+    px: Option<&Dec>,
+) -> (String, u128) {
     let mut material = String::with_capacity(96);
     material.push_str(signal_row_id);
     let _ = write!(material, "|{}|{}|{}|", ts_ms, side.as_str(), canonical(qty));
@@ -114,7 +125,7 @@ pub fn client_order_id(signal_row_id: &str, ts_ms: i64, side: Side, qty: &Dec, p
         out.push(HEX[(byte >> 4) as usize] as char);
         out.push(HEX[(byte & 15) as usize] as char);
     }
-    out
+    (out, u128::from_be_bytes(digest[..16].try_into().expect("16 bytes")))
 }
 
 /// `worker.policy.gating.keep_fraction` as the 64-bit integer (the fraction is n / 2^64).

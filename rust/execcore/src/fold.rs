@@ -9,6 +9,27 @@ use crate::decision::{self, Action, OrderType, Side};
 use crate::engine::{self, Event, PriceRounding};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Order ids are SHA-256 bits already: their low 64 bits are the hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
 
 pub struct Config {
     pub seed: i64,
@@ -101,7 +122,7 @@ pub struct Fold {
     config: Config,
     decisions: Vec<Owned>,
     next: usize,
-    seen: HashSet<String>,
+    seen: IdSet,
     pub rejected: HashMap<&'static str, u64>,
     pub by_status: HashMap<&'static str, u64>,
     pub events: u64,
@@ -125,7 +146,7 @@ impl Fold {
         decisions.sort_by(|a, b| a.event_ts_ms.cmp(&b.event_ts_ms).then_with(|| a.symbol.cmp(&b.symbol)));
         Fold {
             config,
-            seen: HashSet::with_capacity(decisions.len()),
+            seen: IdSet::with_capacity_and_hasher(decisions.len(), Default::default()),
             decisions,
             next: 0,
             rejected,
@@ -137,6 +158,11 @@ impl Fold {
 
     pub fn decisions(&self) -> usize {
         self.decisions.len()
+    }
+
+    /// How many decisions (in canonical order) have been folded.
+    pub fn position(&self) -> usize {
+        self.next
     }
 
     pub fn done(&self) -> bool {
@@ -183,16 +209,18 @@ impl Fold {
         let rounded = engine::align_order(d.side, &d.qty, d.px.as_ref(), &d.tick, &d.step, &d.min_notional, c.rounding);
         let rounded = match rounded {
             Err(reason) => {
-                let coid = engine::client_order_id(&d.signal_row_id, d.ts_ms, d.side, &d.qty, d.px.as_ref());
-                if !self.seen.insert(coid.clone()) {
+                let (coid, key) =
+                    engine::client_order_id_and_key(&d.signal_row_id, d.ts_ms, d.side, &d.qty, d.px.as_ref());
+                if !self.seen.insert(key) {
                     return None;
                 }
                 return Some(self.unsent(index, &coid, "DENIED", reason, buf));
             }
             Ok(r) => r,
         };
-        let coid = engine::client_order_id(&d.signal_row_id, d.ts_ms, d.side, &rounded.qty, rounded.px.as_ref());
-        if !self.seen.insert(coid.clone()) {
+        let (coid, key) =
+            engine::client_order_id_and_key(&d.signal_row_id, d.ts_ms, d.side, &rounded.qty, rounded.px.as_ref());
+        if !self.seen.insert(key) {
             return None;
         }
         // worker.policy.gating.pre_trade_gate (no stale symbols, no rate wall here).

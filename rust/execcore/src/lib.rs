@@ -367,6 +367,11 @@ impl ReplayFold {
     }
 
     #[getter]
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+
+    #[getter]
     fn done(&self) -> bool {
         self.inner.done()
     }
