@@ -102,6 +102,8 @@ async def replay(
     values: Iterable[bytes],
     sinks: Sequence[ReplaySink] = (),
     progress: ReplayProgress | None = None,
+    *,
+    compiled: bool = True,
 ) -> ReplayResult:
     """Runs decisions through the engine in canonical order; returns counts and the digest.
 
@@ -111,9 +113,10 @@ async def replay(
 
     The plain backtest (immediate fills, no market data, one mode, no rate wall) runs as the
     compiled fold (rust/execcore/src/fold.rs), byte for byte the engine's events; every other
-    configuration runs through the engine here.
+    configuration runs through the engine here. `compiled=False` runs the engine in any case:
+    the oracle of the differential tests.
     """
-    if _has_compiled_fold(engine):
+    if compiled and _has_compiled_fold(engine):
         fold = compiled_fold(engine, None, list(values))
         if fold is not None:
             return await _drain(fold, sinks, progress)

@@ -7,7 +7,7 @@
 //! 2000..2100, unknown fields ignored (their values must still be JSON), then the cross-field
 //! rules of `Decision._coherent`.
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -71,6 +71,7 @@ pub enum Action {
 /// A decoded, valid decision. Strings borrow from the input where JSON needs no unescaping.
 #[derive(Debug)]
 pub struct Decision<'a> {
+    // (fields below; `into_owned` copies every borrowed string)
     pub signal_row_id: Cow<'a, str>,
     pub ts_ms: i64,
     pub event_ts_ms: i64,
@@ -96,6 +97,41 @@ pub struct Decision<'a> {
     pub new_qty: Option<Cow<'a, str>>,
     /// Which declared fields the input named (pydantic's `model_fields_set`), in field order.
     pub fields_set: u32,
+}
+
+fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(s.into_owned())
+}
+
+impl Decision<'_> {
+    pub fn into_owned(self) -> Decision<'static> {
+        Decision {
+            signal_row_id: own(self.signal_row_id),
+            ts_ms: self.ts_ms,
+            event_ts_ms: self.event_ts_ms,
+            symbol: own(self.symbol),
+            side: self.side,
+            qty: own(self.qty),
+            px: self.px.map(own),
+            order_type: self.order_type,
+            tif: self.tif,
+            regime: own(self.regime),
+            scenario: own(self.scenario),
+            tick_size: own(self.tick_size),
+            step_size: own(self.step_size),
+            min_notional: own(self.min_notional),
+            warmup: self.warmup,
+            guard_reason: self.guard_reason.map(own),
+            consistency: self.consistency,
+            weak_signal_throttle: self.weak_signal_throttle,
+            costs_bps: own(self.costs_bps),
+            action: self.action,
+            target_client_order_id: self.target_client_order_id.map(own),
+            new_px: self.new_px.map(own),
+            new_qty: self.new_qty.map(own),
+            fields_set: self.fields_set,
+        }
+    }
 }
 
 pub const FIELD_NAMES: [&str; 23] = [
@@ -202,11 +238,11 @@ impl<'de> Visitor<'de> for ValVisitor {
         Ok(Val::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Val::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Key, Skip>()?.is_some() {}
         Ok(Val::Other)
     }
 }
@@ -214,6 +250,49 @@ impl<'de> Visitor<'de> for ValVisitor {
 impl<'de> serde::Deserialize<'de> for Val<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ValVisitor)
+    }
+}
+
+/// Any JSON value, read through (strings unescaped, so that a lone surrogate escape is refused
+/// as pydantic refuses it) and dropped: the value of an unknown field.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Key, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(SkipVisitor)
     }
 }
 
@@ -266,7 +345,7 @@ impl<'de> Visitor<'de> for TopVisitor {
             match field_index(&key.0) {
                 Some(index) => raw.vals[index] = Some(map.next_value::<Val>()?),
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skip>()?;
                 }
             }
         }
@@ -291,7 +370,7 @@ impl<'de> Visitor<'de> for TopVisitor {
         Ok(Top::NotObject)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Top::NotObject)
     }
 }
@@ -304,12 +383,58 @@ impl<'de> de::DeserializeSeed<'de> for TopSeed {
     }
 }
 
-fn parse_top(value: &[u8]) -> Result<Top<'_>, ()> {
+fn parse_top(value: &[u8]) -> Result<Top<'_>, serde_json::Error> {
     use de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(value);
-    let top = TopSeed.deserialize(&mut de).map_err(|_| ())?;
-    de.end().map_err(|_| ())?;
+    let top = TopSeed.deserialize(&mut de)?;
+    de.end()?;
     Ok(top)
+}
+
+/// The input with its first number literal that overflows a double (1e400) replaced by 1e300 of
+/// the same sign, or None. pydantic's parser reads such a literal as infinity, which every
+/// declared field refuses (as 1e300 is refused: no field is a double beyond 1) and an unknown
+/// field ignores; serde_json refuses the whole document instead.
+fn tame_overflow(value: &[u8], error: &serde_json::Error) -> Option<Vec<u8>> {
+    if !error.to_string().starts_with("number out of range") {
+        return None;
+    }
+    // line and column (1-based) of the error: somewhere inside or just after the literal.
+    let mut offset = 0usize;
+    for _ in 1..error.line() {
+        offset += value[offset..].iter().position(|b| *b == b'\n')? + 1;
+    }
+    let at = (offset + error.column()).min(value.len());
+    let is_num = |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+    let mut start = at.saturating_sub(1).min(value.len().saturating_sub(1));
+    while start > 0 && is_num(value[start - 1]) {
+        start -= 1;
+    }
+    let mut end = start;
+    while end < value.len() && is_num(value[end]) {
+        end += 1;
+    }
+    if end == start {
+        return None;
+    }
+    let replacement: &[u8] = if value[start] == b'-' { b"-1e300" } else { b"1e300" };
+    let mut out = Vec::with_capacity(value.len());
+    out.extend_from_slice(&value[..start]);
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(&value[end..]);
+    Some(out)
+}
+
+/// `decode` of a buffer whose overflowing literals are being tamed; the result owns its strings.
+fn decode_owned(buf: Vec<u8>, depth: u32) -> Result<Decision<'static>, ErrClass> {
+    match parse_top(&buf) {
+        Err(e) => match tame_overflow(&buf, &e) {
+            Some(tamed) if depth < 64 => decode_owned(tamed, depth + 1),
+            _ => Err(ErrClass::Json),
+        },
+        Ok(Top::NotObject) => Err(ErrClass::Json),
+        Ok(Top::Object(raw)) => validate(raw).map(Decision::into_owned).ok_or(ErrClass::Schema),
+    }
 }
 
 pub fn decode(value: &[u8], max_bytes: usize) -> Result<Decision<'_>, ErrClass> {
@@ -317,7 +442,13 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Decision<'_>, ErrClass> 
         return Err(ErrClass::Size);
     }
     let raw = match parse_top(value) {
-        Err(()) => return Err(ErrClass::Json),
+        Err(e) => {
+            // A literal beyond a double: refused as a field value, ignored in an unknown field.
+            return match tame_overflow(value, &e) {
+                Some(tamed) => decode_owned(tamed, 1),
+                None => Err(ErrClass::Json),
+            };
+        }
         Ok(Top::NotObject) => return Err(ErrClass::Json),
         Ok(Top::Object(raw)) => raw,
     };
@@ -359,7 +490,7 @@ fn validate(raw: Raw<'_>) -> Option<Decision<'_>> {
         new_px,
         new_qty,
     ] = raw.vals;
-    // Every field is checked (pydantic reports all problems; the class is the same either way).
+    // The first problem ends the check: pydantic lists them all, but the class is the same.
     let d = Decision {
         signal_row_id: row_id(signal_row_id?)?,
         ts_ms: timestamp(ts_ms?)?,
