@@ -11,7 +11,7 @@ CORE_STAMP := $(VENV)/.execcore
 CORE_SOURCES := $(wildcard rust/execcore/src/*.rs) rust/execcore/Cargo.toml rust/execcore/Cargo.lock rust/execcore/pyproject.toml rust/execcore/execcore.pyi
 SAMPLE := examples/decisions.jsonl
 
-.PHONY: broker-loss run test test-unit test-broker lint typecheck check-docs bench chaos broker broker-down clean venv
+.PHONY: broker-loss run test test-unit test-broker lint typecheck check-docs bench bench-compare chaos broker broker-down clean venv
 
 venv: $(STAMP) $(CORE_STAMP)
 
@@ -66,6 +66,18 @@ typecheck: venv
 
 bench: venv
 	scripts/with-broker $(BIN)/python -m bench.run
+
+## bench-compare: execworker vs Quix Streams exactly-once, the minimal aiokafka exactly-once echo,
+## and replay vs a bare orjson loop (bench/compare.py); Quix lives in its own bench-only venv.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements-bench.lock
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r requirements-bench.lock
+	@touch $@
+
+bench-compare: venv $(BENCH_VENV)/.installed
+	scripts/with-broker $(BIN)/python -m bench.compare --quix-python $(BENCH_VENV)/bin/python
 
 ## chaos: the full-size chaos run (10k decisions, 12 partitions, 3 workers, 20 kills, a broker
 ## restart, venue faults); a private broker is started and stopped by the run itself.
