@@ -53,7 +53,7 @@ SAMPLE = ROOT / "examples" / "decisions.jsonl"
 # only with the contract or the engine's rules, and then on purpose.
 SAMPLE_DIGEST = "a6778260b4820ab76fcd7a4c636c93e4ffec136e17e9adee537969f7a6df171f"
 DECISION_SCHEMA = json.loads((ROOT / "schemas/risk_contract/v1/decision.schema.json").read_text())
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -431,7 +431,7 @@ def _stream(seed: int, count: int) -> list[bytes]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_generated_streams_replay_byte_for_byte(seed: int) -> None:
     for rule in PriceRounding:
-        assert_same_replay(_stream(seed, 1500), seed=seed, rule=rule)
+        assert_same_replay(_stream(seed, 1000), seed=seed, rule=rule)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
