@@ -32,7 +32,7 @@ from worker.codec.json_codec import (
     encode_json,
     encode_json_reference,
 )
-from worker.contract.enums import OrderStatus, Side
+from worker.contract.enums import OrderStatus, OrderType, Side, TimeInForce
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
@@ -356,6 +356,11 @@ DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, places=None).filte
             "executor": TEXT,
             "mode": TEXT,
             "scenario": TEXT,
+            # Added after v1: written only when set.
+            "recv_window_ms": st.none() | st.integers(min_value=0, max_value=60_000),
+            "attempt": st.none() | st.integers(min_value=1, max_value=9),
+            "order_type": st.none() | st.sampled_from(list(OrderType)),
+            "tif": st.none() | st.sampled_from(list(TimeInForce)),
         }
     ),
     TEXT,

@@ -234,6 +234,11 @@ pub struct Event<'a> {
     pub source_topic: &'a str,
     pub source_partition: i64,
     pub source_offset: i64,
+    // Added after v1 shipped; written only when set (pydantic `exclude_if`), after `source`.
+    pub recv_window_ms: Option<i64>,
+    pub attempt: Option<i64>,
+    pub order_type: Option<&'a str>,
+    pub tif: Option<&'a str>,
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
@@ -291,5 +296,22 @@ pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
     field_int(out, "partition", Some(e.source_partition));
     field_int(out, "offset", Some(e.source_offset));
     out.pop(); // the last comma
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if e.recv_window_ms.is_some() || e.attempt.is_some() || e.order_type.is_some() || e.tif.is_some() {
+        out.push(b',');
+        if e.recv_window_ms.is_some() {
+            field_int(out, "recv_window_ms", e.recv_window_ms);
+        }
+        if e.attempt.is_some() {
+            field_int(out, "attempt", e.attempt);
+        }
+        if e.order_type.is_some() {
+            field_str(out, "order_type", e.order_type);
+        }
+        if e.tif.is_some() {
+            field_str(out, "tif", e.tif);
+        }
+        out.pop(); // the last comma
+    }
+    out.push(b'}');
 }

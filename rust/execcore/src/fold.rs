@@ -281,6 +281,10 @@ impl Fold {
             source_topic: "replay",
             source_partition: 0,
             source_offset,
+            recv_window_ms: None,
+            attempt: None,
+            order_type: None,
+            tif: None,
         };
         engine::encode_event(buf, &event);
         *self.by_status.entry(status).or_default() += 1;
@@ -328,6 +332,10 @@ impl Fold {
             source_topic: "replay",
             source_partition: 0,
             source_offset: index as i64,
+            recv_window_ms: None,
+            attempt: None,
+            order_type: None,
+            tif: None,
         };
         engine::encode_event(buf, &event);
         *self.by_status.entry(status).or_default() += 1;

@@ -278,6 +278,24 @@ fn encode_exec_event<'py>(
     let executor = text(&get("executor")?)?;
     let mode = text(&get("mode")?)?;
     let scenario = text(&get("scenario")?)?;
+    // Optional since v1: absent from a dict built before they existed, None when unset.
+    let optional = |name: &str| -> PyResult<Option<Bound<'py, PyAny>>> { fields.get_item(name) };
+    let order_type = match optional("order_type")? {
+        Some(v) => opt_text(&v)?,
+        None => None,
+    };
+    let tif = match optional("tif")? {
+        Some(v) => opt_text(&v)?,
+        None => None,
+    };
+    let recv_window_ms = match optional("recv_window_ms")? {
+        Some(v) => opt_int(&v)?,
+        None => None,
+    };
+    let attempt = match optional("attempt")? {
+        Some(v) => opt_int(&v)?,
+        None => None,
+    };
     let event = engine::Event {
         event_id: &event_id,
         client_order_id: &client_order_id,
@@ -305,6 +323,10 @@ fn encode_exec_event<'py>(
         source_topic: &topic,
         source_partition: sget("partition")?.extract()?,
         source_offset: sget("offset")?.extract()?,
+        recv_window_ms,
+        attempt,
+        order_type: order_type.as_deref(),
+        tif: tif.as_deref(),
     };
     let mut out = Vec::with_capacity(768);
     engine::encode_event(&mut out, &event);
