@@ -26,7 +26,9 @@ from tests.factories import decision_dict
 from tests.schema_strategies import from_schema
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import (
+    DECISIONS_COMPILED,
     DEFAULT_MAX_MESSAGE_BYTES,
+    EVENTS_COMPILED,
     decode_decision,
     decode_json_reference,
     encode_json,
@@ -57,6 +59,12 @@ FAST = settings(max_examples=120, deadline=None, suppress_health_check=list(Heal
 
 
 # -- decoding ---------------------------------------------------------------------------------
+
+
+def test_the_compiled_core_knows_every_field_of_the_contract() -> None:
+    # A new field in Decision or ExecEvent must be taught to rust/execcore (decision.rs,
+    # engine.rs) and to the lists in worker/codec/json_codec.py; until then pydantic does the work.
+    assert DECISIONS_COMPILED and EVENTS_COMPILED
 
 
 def _verdict_reference(value: bytes | None) -> tuple[str | None, Decision | None]:
@@ -361,6 +369,7 @@ DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, places=None).filte
             "attempt": st.none() | st.integers(min_value=1, max_value=9),
             "order_type": st.none() | st.sampled_from(list(OrderType)),
             "tif": st.none() | st.sampled_from(list(TimeInForce)),
+            "observed": st.none() | st.lists(st.sampled_from(["warmup", "guard", "rate_wall", 'q"'])).map(tuple),
         }
     ),
     TEXT,

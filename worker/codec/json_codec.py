@@ -41,6 +41,22 @@ def describe_validation_error(error: ValidationError) -> str:
 _DECISIONS = execcore.DecisionDecoder(
     Decimal, {member.value: member for enum in (Side, OrderType, TimeInForce, Action) for member in enum}
 )
+# The fields the compiled decoder and encoder know, in declared order. A field added to a model
+# but not to rust/execcore sends that model through pydantic (never wrong bytes), and fails
+# tests/unit/test_compiled_core.py until the core learns it.
+COMPILED_DECISION_FIELDS = (
+    *("signal_row_id", "ts_ms", "event_ts_ms", "symbol", "side", "qty", "px", "order_type", "tif", "regime"),
+    *("scenario", "tick_size", "step_size", "min_notional", "warmup", "guard_reason", "consistency"),
+    *("weak_signal_throttle", "costs_bps", "action", "target_client_order_id", "new_px", "new_qty"),
+)
+COMPILED_EVENT_FIELDS = (
+    *("event_id", "client_order_id", "signal_row_id", "symbol", "side", "qty", "px_intent", "px_sent"),
+    *("px_fill", "qty_filled", "rounding_applied", "rounding_diff", "slippage_bps", "exchange_order_id"),
+    *("status", "reason", "sent_ts_ms", "ack_ts_ms", "event_ts_ms", "latency_ms", "executor", "mode"),
+    *("scenario", "source", "recv_window_ms", "attempt", "order_type", "tif", "observed"),
+)
+DECISIONS_COMPILED = tuple(Decision.model_fields) == COMPILED_DECISION_FIELDS
+EVENTS_COMPILED = tuple(ExecEvent.model_fields) == COMPILED_EVENT_FIELDS
 
 
 def decode_json(model: type[ModelT], value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ModelT:
@@ -49,7 +65,7 @@ def decode_json(model: type[ModelT], value: bytes | None, max_bytes: int = DEFAU
     Decisions (the hot path) go through the compiled decoder; every other contract through its
     pydantic model.
     """
-    if model is Decision:
+    if model is Decision and DECISIONS_COMPILED:
         return decode_decision(value, max_bytes)  # type: ignore[return-value]
     return decode_json_reference(model, value, max_bytes)
 
@@ -106,7 +122,7 @@ def encode_json(message: BaseModel) -> bytes:
     Exec-events (the hot path) are written by the compiled encoder, byte for byte what pydantic
     writes (tests/unit/test_compiled_core.py); everything else by pydantic.
     """
-    if type(message) is ExecEvent:
+    if EVENTS_COMPILED and type(message) is ExecEvent:
         return execcore.encode_exec_event(message.__dict__, message.source.__dict__)
     return encode_json_reference(message)
 

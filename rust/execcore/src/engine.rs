@@ -239,6 +239,7 @@ pub struct Event<'a> {
     pub attempt: Option<i64>,
     pub order_type: Option<&'a str>,
     pub tif: Option<&'a str>,
+    pub observed: Option<&'a [String]>,
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
@@ -297,7 +298,8 @@ pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
     field_int(out, "offset", Some(e.source_offset));
     out.pop(); // the last comma
     out.push(b'}');
-    if e.recv_window_ms.is_some() || e.attempt.is_some() || e.order_type.is_some() || e.tif.is_some() {
+    if e.recv_window_ms.is_some() || e.attempt.is_some() || e.order_type.is_some() || e.tif.is_some() || e.observed.is_some()
+    {
         out.push(b',');
         if e.recv_window_ms.is_some() {
             field_int(out, "recv_window_ms", e.recv_window_ms);
@@ -310,6 +312,16 @@ pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
         }
         if e.tif.is_some() {
             field_str(out, "tif", e.tif);
+        }
+        if let Some(rules) = e.observed {
+            out.extend_from_slice(b"\"observed\":[");
+            for (i, rule) in rules.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, rule);
+            }
+            out.extend_from_slice(b"],");
         }
         out.pop(); // the last comma
     }

@@ -285,6 +285,7 @@ impl Fold {
             attempt: None,
             order_type: None,
             tif: None,
+            observed: None,
         };
         engine::encode_event(buf, &event);
         *self.by_status.entry(status).or_default() += 1;
@@ -336,6 +337,7 @@ impl Fold {
             attempt: None,
             order_type: None,
             tif: None,
+            observed: None,
         };
         engine::encode_event(buf, &event);
         *self.by_status.entry(status).or_default() += 1;

@@ -296,6 +296,10 @@ fn encode_exec_event<'py>(
         Some(v) => opt_int(&v)?,
         None => None,
     };
+    let observed: Option<Vec<String>> = match optional("observed")? {
+        Some(v) if !v.is_none() => Some(v.extract()?),
+        _ => None,
+    };
     let event = engine::Event {
         event_id: &event_id,
         client_order_id: &client_order_id,
@@ -327,6 +331,7 @@ fn encode_exec_event<'py>(
         attempt,
         order_type: order_type.as_deref(),
         tif: tif.as_deref(),
+        observed: observed.as_deref(),
     };
     let mut out = Vec::with_capacity(768);
     engine::encode_event(&mut out, &event);
