@@ -10,7 +10,7 @@ from worker.contract.types import DecimalStr, NonNegativeDecimal, PositiveDecima
 
 # Field order is the wire order: exec-events are serialised canonically (declared order, no
 # whitespace) so that a replay can be compared byte for byte. Never reorder; only append.
-_OUTBOUND = ConfigDict(frozen=True, extra="forbid")
+_OUTBOUND = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def _absent(value: object) -> bool:

@@ -23,7 +23,7 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
 # before this worker learns of them. Everything declared is checked strictly.
 # cache_strings="keys": values (ids, prices) rarely repeat, so caching them costs more than it saves
 # (measured: -0.3 us per decision).
-_INBOUND = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False, cache_strings="keys")
+_INBOUND = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False, cache_strings="keys", defer_build=True)
 
 
 class Decision(BaseModel):

@@ -18,7 +18,7 @@ from worker.contract.types import (
     TimestampMs,
 )
 
-_INTERNAL = ConfigDict(frozen=True, extra="forbid")
+_INTERNAL = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class SourceRef(BaseModel):
