@@ -23,7 +23,11 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
 # before this worker learns of them. Everything declared is checked strictly.
 # cache_strings="keys": values (ids, prices) rarely repeat, so caching them costs more than it saves
 # (measured: -0.3 us per decision).
-_INBOUND = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False, cache_strings="keys", defer_build=True)
+# defer_build: schemas are built on first use, so a process that never validates one (a compiled
+# replay) does not pay for building them at import.
+_INBOUND = ConfigDict(
+    strict=True, extra="ignore", frozen=True, allow_inf_nan=False, cache_strings="keys", defer_build=True
+)
 
 
 class Decision(BaseModel):
