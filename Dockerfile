@@ -1,15 +1,15 @@
 # The worker image for docker-compose.yml (users with Docker; not built in CI here, where
 # `docker-compose config` validates the compose file).
 
-# The compiled core (rust/execcore), built from source into an abi3 wheel for Python >= 3.11,
-# with the maturin pinned in requirements.lock.
+# The compiled core (rust/execcore), built from source into an abi3 wheel for Python >= 3.11.
+# MATURIN is the version requirements.lock pins (tests/unit/test_docker_files.py checks they agree).
 FROM rust:1-slim-bookworm AS core
+ARG MATURIN=1.16.0
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
-COPY requirements.lock ./
 COPY rust/execcore ./rust/execcore
-RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "$(grep '^maturin==' requirements.lock)" \
+RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "maturin==${MATURIN}" \
     && /venv/bin/maturin build --release --compatibility linux -i python3 -m rust/execcore/Cargo.toml -o /wheels
 
 FROM python:3.11-slim

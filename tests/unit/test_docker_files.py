@@ -30,3 +30,14 @@ def test_image_has_schemas_and_hashed_runtime_dependencies() -> None:
     assert "COPY schemas ./schemas" in dockerfile
     assert "--require-hashes -r requirements-runtime.lock" in dockerfile
     assert "-r requirements.lock" not in dockerfile and "COPY requirements.lock" not in dockerfile
+
+
+def test_image_builds_the_compiled_core_with_the_pinned_maturin() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pinned = next(
+        line.split("==")[1]
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line.startswith("maturin==")
+    )
+    assert f"ARG MATURIN={pinned}\n" in dockerfile
+    assert "COPY --from=core /wheels /wheels" in dockerfile
