@@ -128,9 +128,11 @@ class BacktestExecutor:
 
     def immediate_profile(self) -> tuple[int, int, list[int]] | None:
         """(seed, latency base, latency table) when this is the plain backtest: the immediate fill
-        model, no market data, nothing submitted yet. That configuration has a compiled replay
-        fold (`worker.runtime.replay`); None for any other."""
+        model, no market data, no maker fee or queue model, nothing submitted yet. That
+        configuration has a compiled replay fold (`worker.runtime.replay`); None for any other."""
         if not isinstance(self._fills, ImmediateFill) or self._market is not None or self._orders:
+            return None
+        if self._maker_fee or self._queue:
             return None
         return self._rng.seed, self._latency.base_ms, self._latency.thresholds()
 
