@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,7 +28,15 @@ from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.policy.rounding import PriceRounding
 from worker.reporting.sources import file_digest, write_run_metadata
-from worker.runtime.replay import REPLAY_SOURCE, ReplaySink, outbox_sink, read_input_file, replay
+from worker.runtime.replay import (
+    REPLAY_SOURCE,
+    ReplaySink,
+    jsonl_blob,
+    jsonl_lines,
+    outbox_sink,
+    read_input_file,
+    replay,
+)
 from worker.runtime.summary import render_rules
 
 # The Kafka client and the live worker load only for --from-topic, --to-topic and --modes (a
@@ -202,8 +210,10 @@ async def run_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"--from-file {args.from_file}: no such file")
         if args.range or args.from_ts is not None:
             raise UsageError("--range and --from-ts apply to --from-topic only")
-        values = read_input_file(args.from_file)
+        data = jsonl_blob(args.from_file)  # a JSONL file goes to the compiled fold whole
+        values: Iterable[bytes] = read_input_file(args.from_file) if data is None else jsonl_lines(data)
     else:
+        data = None
         kafka = kafka_from(args)
         await kafka.check_reachable()
         topic = resolve_topic(topics_from(args), args.from_topic)
@@ -236,7 +246,7 @@ async def run_replay(args: argparse.Namespace) -> int:
             async with AsyncExitStack() as stack:
                 if target is not None:
                     sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
-                result = await replay(engine, values, sinks, progress)
+                result = await replay(engine, values, sinks, progress, data=data)
     except ReplayInterrupted as stop:
         print(
             f"replay interrupted after {stop.done} of {stop.total} decisions (canonical order); "

@@ -104,6 +104,7 @@ async def replay(
     progress: ReplayProgress | None = None,
     *,
     compiled: bool = True,
+    data: bytes | None = None,
 ) -> ReplayResult:
     """Runs decisions through the engine in canonical order; returns counts and the digest.
 
@@ -114,10 +115,11 @@ async def replay(
     The plain backtest (immediate fills, no market data, one mode, no rate wall) runs as the
     compiled fold (rust/execcore/src/fold.rs), byte for byte the engine's events; every other
     configuration runs through the engine here. `compiled=False` runs the engine in any case:
-    the oracle of the differential tests.
+    the oracle of the differential tests. `data`: the JSONL input whole, when `values` are its
+    lines (`jsonl_lines`); the compiled fold splits it itself.
     """
     if compiled and _has_compiled_fold(engine):
-        fold = compiled_fold(engine, None, list(values))
+        fold = compiled_fold(engine, data, None) if data is not None else compiled_fold(engine, None, list(values))
         if fold is not None:
             return await _drain(fold, sinks, progress)
     with cyclic_gc_paused():
@@ -244,6 +246,16 @@ async def _fold(
     result.orders.update({status.value: count for status, count in book.by_status().items()})
     result.digest = digest.hexdigest()
     return result
+
+
+def jsonl_blob(path: Path) -> bytes | None:
+    """A JSONL input file's bytes (None for an Avro container): for `replay(..., data=)`."""
+    return None if path.suffix == ".avro" else path.read_bytes()
+
+
+def jsonl_lines(data: bytes) -> Iterator[bytes]:
+    """The records of a JSONL blob, as `read_input_file` gives them, split only when iterated."""
+    return (line for line in data.splitlines() if line.strip())
 
 
 def read_input_file(path: Path) -> list[bytes]:
