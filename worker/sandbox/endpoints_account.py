@@ -1,5 +1,6 @@
 """Signed account endpoints: `GET /api/v3/account`, and the body of `GET /api/v3/openOrders`
-(served through the order path's `_guarded`, so venue faults apply to it as to order queries)."""
+(served through the server's `_guarded`, like the order endpoints; the delivery faults apply to
+`/api/v3/order*` only)."""
 
 from __future__ import annotations
 
