@@ -15,8 +15,9 @@ from aiohttp import web
 from worker.cli.common import UsageError
 from worker.sandbox.faults import FaultPlan, FaultSpecError
 from worker.sandbox.limits import Limits
-from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
+from worker.sandbox.matching import Market
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
+from worker.sandbox.symbols import DEFAULT_LISTINGS, SymbolFileError, load_listings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="rate limits: binance (6,000 weight/min, 50 orders/10 s, 160,000 orders/day; the default), "
         "unlimited, or W,O[,D] = weight per minute, orders per 10 s[, orders per day]",
     )
+    parser.add_argument("--symbols", type=Path, help="JSON file of listed symbols (docs/sandbox.md); default: built-in")
+    parser.add_argument("--balances", type=Path, help='JSON {"USDT": "1000000", ...}: starting account balances')
     parser.set_defaults(handler=run_sandbox)
 
 
@@ -54,7 +57,18 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             prices = {k: Decimal(str(v)) for k, v in json.loads(args.prices.read_text()).items()}
         except (OSError, ValueError, ArithmeticError) as exc:
             raise UsageError(f"--prices {args.prices}: {exc}") from None
-    market = Market(DEFAULT_SYMBOLS, random.Random(args.seed), prices, Decimal(args.spread_bps), args.walk_bps)
+    try:
+        listings = load_listings(args.symbols) if args.symbols else DEFAULT_LISTINGS
+    except SymbolFileError as exc:
+        raise UsageError(f"--symbols: {exc}") from None
+    balances: dict[str, Decimal] | None = None
+    if args.balances:
+        try:
+            balances = {k: Decimal(str(v)) for k, v in json.loads(args.balances.read_text()).items()}
+        except (OSError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise UsageError(f"--balances {args.balances}: {exc}") from None
+    specs = tuple(listing.spec for listing in listings)
+    market = Market(specs, random.Random(args.seed), prices, Decimal(args.spread_bps), args.walk_bps)
     exchange = SandboxExchange(
         market,
         faults,
@@ -62,6 +76,8 @@ async def run_sandbox(args: argparse.Namespace) -> int:
         args.api_key,
         args.api_secret,
         limits,
+        listings=listings,
+        balances=balances,
     )
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()

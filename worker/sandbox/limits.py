@@ -39,6 +39,9 @@ WEIGHTS = {
     "cancelReplace": 1,
     "openOrders": 6,  # with a symbol
     "openOrders:all": 80,  # without one
+    "account": 20,
+    "bookTicker": 2,  # one symbol
+    "bookTicker:all": 4,  # several or all
 }
 
 

@@ -1,9 +1,11 @@
 """The sandbox exchange's HTTP server (aiohttp): Binance spot REST subset + `/sandbox/ledger`.
 
 Endpoints: `GET /api/v3/ping`, `GET /api/v3/time`, `GET /api/v3/exchangeInfo`,
-`POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`, `POST /api/v3/order/cancelReplace`
-(HMAC-SHA256 signed, key in `X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client
-order id ever submitted, with how many times it was submitted and accepted as a new order.
+`GET /api/v3/ticker/bookTicker` (endpoints_market.py), `POST|GET|DELETE /api/v3/order`,
+`GET /api/v3/openOrders`, `POST /api/v3/order/cancelReplace`, `GET /api/v3/account`
+(endpoints_account.py; HMAC-SHA256 signed as Binance documents it, see signing.py, key in
+`X-MBX-APIKEY`), and `GET /sandbox/ledger`: one entry per client order id ever submitted, with
+how many times it was submitted and accepted as a new order.
 
 A client order id may be reused once its order is no longer open, exactly like Binance: that is
 the trap a worker must not fall into (`accepts - copy_accepts > 1` in the ledger: an accept by a
@@ -24,18 +26,23 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from worker.execution.binance.protocol import API_KEY_HEADER, ErrorCode, verify_signature
+from worker.execution.binance.protocol import API_KEY_HEADER, ErrorCode
+from worker.sandbox import endpoints_account, endpoints_market
+from worker.sandbox.account import Account
+from worker.sandbox.errors import ApiError
 from worker.sandbox.faults import ANSWER_LOST, Draw, Fault, FaultPlan
 from worker.sandbox.limits import WEIGHTS, Limits, RateLimiter, Refusal
 from worker.sandbox.matching import Market, VenueOrder
+from worker.sandbox.signing import check_signature, merged_params
+from worker.sandbox.symbols import Listing, listing_of
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +55,6 @@ _BAD_RECV_WINDOW = -1131
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "ApiError", "LedgerEntry", "Limits", "SandboxExchange"]
 
 Handler = Callable[[dict[str, str]], Any]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: int, msg: str, retry_after_s: int | None = None) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg, self.retry_after_s = status, code, msg, retry_after_s
 
 
 @dataclass
@@ -83,6 +84,8 @@ class SandboxExchange:
         api_secret: str = DEFAULT_API_SECRET,
         limits: Limits | None = None,
         clock: Callable[[], float] | None = None,
+        listings: Iterable[Listing] | None = None,
+        balances: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.market = market
         self.faults = faults
@@ -95,6 +98,9 @@ class SandboxExchange:
         self.ledger: dict[str, LedgerEntry] = {}
         self._next_id = 1
         self.fault_counts: dict[str, int] = {}
+        chosen = tuple(listings) if listings is not None else tuple(listing_of(s) for s in market.specs.values())
+        self.listings: dict[str, Listing] = {listing.symbol: listing for listing in chosen}
+        self.account = Account(chosen, balances)
         # Processed requests by origin ("direct", "late", "copy") and result ("ok" or the error code).
         self.processed: dict[str, dict[str, int]] = {}
         self._origin = "direct"  # of the request being processed (handlers are synchronous)
@@ -122,7 +128,9 @@ class SandboxExchange:
         app = web.Application()
         app.router.add_get("/api/v3/ping", self._ping)
         app.router.add_get("/api/v3/time", self._time)
-        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/api/v3/exchangeInfo", partial(endpoints_market.exchange_info, self))
+        app.router.add_get("/api/v3/ticker/bookTicker", partial(endpoints_market.book_ticker, self))
+        app.router.add_get("/api/v3/account", partial(endpoints_account.account, self))
         app.router.add_post("/api/v3/order", self._new_order)
         app.router.add_get("/api/v3/order", self._query_order)
         app.router.add_get("/api/v3/openOrders", self._open_orders)
@@ -143,18 +151,17 @@ class SandboxExchange:
         return _error(refusal.status, refusal.code, refusal.msg, headers)
 
     async def _params(self, request: web.Request, signed: bool = True, check_time: bool = True) -> dict[str, str]:
-        raw_query = request.query_string
-        body = (await request.text()) if request.can_read_body else ""
-        params = dict(parse_qsl(raw_query, keep_blank_values=True))
-        params.update(parse_qsl(body, keep_blank_values=True))
+        """Query + form body as Binance reads them; for signed requests: key and signature
+        (signing.py: query, body or both), then the timing rule unless it is checked later."""
+        raw_query = request.raw_path.partition("?")[2]  # as sent on the wire: the signed bytes
+        body = (await request.read()).decode("utf-8", "replace") if request.body_exists else ""
+        params = merged_params(raw_query, body)
         if not signed:
             return params
         if request.headers.get(API_KEY_HEADER) != self._api_key:
             raise ApiError(401, ErrorCode.REJECTED_MBX_KEY, "Invalid API-key, IP, or permissions for action.")
-        signature = params.pop("signature", "")
-        total = re.sub(r"&?signature=[0-9a-fA-F]*", "", raw_query) + body
-        if not verify_signature(total, signature, self._api_secret):
-            raise ApiError(400, ErrorCode.INVALID_SIGNATURE, "Signature for this request is not valid.")
+        check_signature(raw_query, body, self._api_secret)
+        params.pop("signature", None)
         if check_time:
             self._check_timestamp(params)
         return params
@@ -283,50 +290,33 @@ class SandboxExchange:
             return self._refuse(refusal)
         return web.json_response(body(), headers=self._headers())
 
+    async def public(
+        self, request: web.Request, weight: int, handler: Callable[[dict[str, str]], Awaitable[Any]]
+    ) -> web.Response:
+        """An unsigned endpoint that reads parameters (weight by them; errors as Binance JSON)."""
+        refusal = self.rates.admit(self.now_ms(), weight)
+        if refusal is not None:
+            return self._refuse(refusal)
+        try:
+            return web.json_response(await handler(await self._params(request, signed=False)), headers=self._headers())
+        except ApiError as exc:
+            return _error(exc.status, exc.code, exc.msg, self._headers())
+
+    async def signed(self, request: web.Request, weight: int, handler: Callable[[dict[str, str]], Any]) -> web.Response:
+        """A signed read-only endpoint (`account`): weight, key, signature, timing; no faults."""
+        refusal = self.rates.admit(self.now_ms(), weight)
+        if refusal is not None:
+            return self._refuse(refusal)
+        try:
+            return web.json_response(handler(await self._params(request)), headers=self._headers())
+        except ApiError as exc:
+            return _error(exc.status, exc.code, exc.msg, self._headers())
+
     async def _ping(self, request: web.Request) -> web.Response:
         return self._unsigned("ping", dict)
 
     async def _time(self, request: web.Request) -> web.Response:
         return self._unsigned("time", lambda: {"serverTime": self.now_ms()})
-
-    async def _exchange_info(self, request: web.Request) -> web.Response:
-        return self._unsigned("exchangeInfo", self._exchange_info_body)
-
-    def _exchange_info_body(self) -> dict[str, Any]:
-        symbols = []
-        for spec in self.market.specs.values():
-            symbols.append(
-                {
-                    "symbol": spec.symbol,
-                    "status": "TRADING",
-                    "orderTypes": ["LIMIT", "MARKET"],
-                    "filters": [
-                        {
-                            "filterType": "PRICE_FILTER",
-                            "minPrice": format(spec.min_price, "f"),
-                            "maxPrice": format(spec.max_price, "f"),
-                            "tickSize": format(spec.tick_size, "f"),
-                        },
-                        {
-                            "filterType": "LOT_SIZE",
-                            "minQty": format(spec.min_qty, "f"),
-                            "maxQty": format(spec.max_qty, "f"),
-                            "stepSize": format(spec.step_size, "f"),
-                        },
-                        {
-                            "filterType": "NOTIONAL",
-                            "minNotional": format(spec.min_notional, "f"),
-                            "applyMinToMarket": True,
-                        },
-                    ],
-                }
-            )
-        return {
-            "timezone": "UTC",
-            "serverTime": self.now_ms(),
-            "rateLimits": self.rates.published(),
-            "symbols": symbols,
-        }
 
     async def _new_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:POST", self._place)
@@ -335,13 +325,8 @@ class SandboxExchange:
         return await self._guarded(request, "order:GET", lambda p: self._find(p, ErrorCode.NO_SUCH_ORDER).to_json())
 
     async def _open_orders(self, request: web.Request) -> web.StreamResponse:
-        def listing(params: dict[str, str]) -> list[dict[str, Any]]:
-            symbol = params.get("symbol")
-            if not symbol:
-                raise ApiError(400, ErrorCode.MANDATORY_PARAM, "Mandatory parameter 'symbol' was not sent.")
-            return [o.to_json() for _, o in sorted(self.orders.items()) if o.symbol == symbol and o.is_open]
-
-        return await self._guarded(request, "openOrders", listing)
+        weight_key = "openOrders" if request.query.get("symbol") else "openOrders:all"  # 6 or 80
+        return await self._guarded(request, weight_key, partial(endpoints_account.open_orders, self))
 
     async def _cancel_order(self, request: web.Request) -> web.StreamResponse:
         return await self._guarded(request, "order:DELETE", self._cancel)
@@ -387,6 +372,8 @@ class SandboxExchange:
     # -- order logic -----------------------------------------------------------------------------
 
     def _place(self, params: dict[str, str]) -> dict[str, Any]:
+        if not params.get("newClientOrderId"):  # optional on Binance: the venue makes one up
+            params = {**params, "newClientOrderId": f"sandbox-{self._next_id}"}
         for name in ("symbol", "side", "type", "quantity", "newClientOrderId"):
             if not params.get(name):
                 raise ApiError(400, ErrorCode.MANDATORY_PARAM, f"Mandatory parameter '{name}' was not sent.")
@@ -430,6 +417,7 @@ class SandboxExchange:
         self._next_id += 1
         self.market.submit(order)
         self.orders[coid] = order
+        self.account.track(order)
         self.rates.order_placed(self.now_ms())
         if order.executed_qty > 0:
             self.rates.order_filled(self.now_ms())  # filled on arrival: off the unfilled count
@@ -440,7 +428,12 @@ class SandboxExchange:
         return order.to_json()
 
     def _find(self, params: dict[str, str], missing: ErrorCode) -> VenueOrder:
-        order = self.orders.get(params.get("origClientOrderId", ""))
+        if params.get("orderId"):  # Binance: orderId first, then origClientOrderId must match it
+            order = self.account.by_id(int(params["orderId"])) if params["orderId"].isdigit() else None
+            if order is not None and params.get("origClientOrderId", order.client_order_id) != order.client_order_id:
+                order = None
+        else:
+            order = self.orders.get(params.get("origClientOrderId", ""))
         if order is None or order.symbol != params.get("symbol", order.symbol):
             message = "Order does not exist." if missing is ErrorCode.NO_SUCH_ORDER else "Unknown order sent."
             raise ApiError(400, missing, message)
