@@ -73,11 +73,14 @@ class ControlFeed:
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        """Stops following; safe to call again, and before `start` (a retried start)."""
+        task, consumer = self._task, self._consumer
+        self._task = self._consumer = None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if consumer is not None:
+            await consumer.stop()
 
     async def _follow(self) -> None:
         assert self._consumer is not None

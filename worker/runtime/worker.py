@@ -173,22 +173,26 @@ class ExecWorker:
         finally:
             await probe.stop()
 
-    async def _wait_for_cluster(self) -> None:
-        """A worker that starts while the broker restarts waits for it (up to `broker_wait_s`):
-        a supervisor restarting workers must not see them die of a broker that is coming back."""
+    async def _start(self) -> AIOKafkaConsumer:
+        """Everything before the first poll, retried as a whole for up to `broker_wait_s`.
+
+        A worker that starts while the broker restarts waits for it: a supervisor restarting
+        workers must not see them die of a broker that is coming back. Missing topics, refused
+        ACLs and bad settings still fail at once (they are not Kafka errors).
+        """
         deadline = time.monotonic() + self.settings.broker_wait_s
         while True:
             try:
-                await self._check_cluster()
-                return
+                return await self._start_once()
             except (BrokerUnreachable, KafkaError, OSError) as exc:
+                await self.control.stop()
                 if time.monotonic() >= deadline:
                     raise
                 log.warning("Kafka not ready (%s); waiting for it", exc)
                 await asyncio.sleep(1.0)
 
-    async def run(self) -> RunSummary:
-        await self._wait_for_cluster()
+    async def _start_once(self) -> AIOKafkaConsumer:
+        await self._check_cluster()
         self.outbox.remove_stale_parts()
         # Forced modes and feed health apply from the first order on.
         await self.control.start()
@@ -211,9 +215,17 @@ class ExecWorker:
             # Heartbeats at a third of the session timeout, as Kafka recommends.
             heartbeat_interval_ms=self.settings.session_timeout_ms // 3,
         )
+        try:
+            await consumer.start()
+            consumer.subscribe(self.input_topics, listener=_Rebalance(self))
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
+
+    async def run(self) -> RunSummary:
+        consumer = await self._start()
         self._consumer = consumer
-        await consumer.start()
-        consumer.subscribe(self.input_topics, listener=_Rebalance(self))
         try:
             while not self._stop.is_set():
                 batches = await self._poll(consumer)
