@@ -27,7 +27,8 @@ from worker.contract.executor import IExecutor
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.binance.client import BinanceClient, VenueCredentials
 from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.execution.engine import EngineConfig, ExecutionEngine
+from worker.execution.venue_filters import GridPolicy, VenueFiltersError
 from worker.io.partitioner import Partitioner
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy
@@ -92,6 +93,13 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="venue base URL for --executor sandbox|binance (sandbox default: http://127.0.0.1:8765)",
     )
     run.add_argument("--venue-timeout-s", type=float, default=2.0, help="per-request venue timeout")
+    run.add_argument(
+        "--venue-grid",
+        choices=["deny", "venue", "off"],
+        default="deny",
+        help="a decision whose tick/step/min notional the venue's exchangeInfo filters refuse: "
+        "deny it with the reason, move it onto the venue's grid, or trust it (off)",
+    )
     run.add_argument("--reconcile-interval-ms", type=int, default=1000, help="re-check open orders this often")
     run.add_argument("--max-batch", type=int, default=500, help="records per transaction")
     run.add_argument("--poll-timeout-ms", type=int, default=100, help="max wait for input per poll")
@@ -209,7 +217,9 @@ def executor_from(config: RunConfig, settings: WorkerSettings) -> IExecutor:
 
 def engine_from(config: RunConfig, settings: WorkerSettings) -> ExecutionEngine:
     # A live venue's engine stamps intents with that venue's clock; backtests read no clock.
-    return ExecutionEngine(executor_from(config, settings), policy=policy_for(config.modes))
+    executor = executor_from(config, settings)
+    grid = None if config.venue_grid == "off" or not executor.requires_intent else GridPolicy(config.venue_grid)
+    return ExecutionEngine(executor, EngineConfig(venue_grid=grid), policy=policy_for(config.modes))
 
 
 def policy_from(args: argparse.Namespace) -> PreTradePolicy:
@@ -254,6 +264,9 @@ async def run_worker(args: argparse.Namespace) -> int:
         summary = await worker.run()
     except TakeoverFailed as exc:
         print(f"execworker run: {exc}; exiting so that a supervisor restarts the worker", file=sys.stderr)
+        return 3
+    except VenueFiltersError as exc:
+        print(f"execworker run: {exc}", file=sys.stderr)
         return 3
     elapsed = time.monotonic() - started
     print(summary.render(elapsed, str(settings.outbox_dir), metrics_url))

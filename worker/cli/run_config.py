@@ -15,7 +15,7 @@ import argparse
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -63,6 +63,7 @@ class RunConfig(BaseSettings):
     modes: Path | None = None
     venue_url: str | None = None
     venue_timeout_s: float = 2.0
+    venue_grid: Literal["deny", "venue", "off"] = "deny"
     reconcile_interval_ms: int = 1_000
     max_batch: int = 500
     poll_timeout_ms: int = 100

@@ -28,6 +28,7 @@ from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.contract.trusted import trusted
 from worker.execution.order_state import OrderBook
 from worker.execution.slippage import slippage_bps
+from worker.execution.venue_filters import GridPolicy, check_decision
 from worker.policy.clock import TimeProvider
 from worker.policy.gating import GateOutcome
 from worker.policy.ids import client_order_id, event_id
@@ -47,6 +48,9 @@ class EngineConfig:
     # Intents per order: the first send and at most two resends, each only after the venue
     # confirmed (after every copy expired) that it does not have the order.
     max_attempts: int = 3
+    # A live venue's own grid (exchangeInfo filters) against each decision's: deny a mismatch,
+    # or move the decision onto the venue's grid; None trusts the decision (backtests).
+    venue_grid: GridPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,12 @@ class ExecutionEngine:
         """
         if decision.action is not Action.NEW:
             return self._prepare_change(book, decision, source)
+        filters = getattr(self.executor, "venue_filters", None) if self.config.venue_grid else None
+        if filters is not None and self.config.venue_grid is not None:
+            grid = check_decision(decision, filters, self.config.venue_grid)
+            if grid.reason is not None:
+                return self._deny_unrounded(book, decision, source, grid.reason)
+            decision = grid.decision
         try:
             rounded = align_order(
                 decision.side,
@@ -123,12 +133,7 @@ class ExecutionEngine:
                 self.config.rounding,
             )
         except RoundingError as exc:
-            coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px)
-            if book.get(coid) is not None:
-                return Prepared(dropped="duplicate")
-            mode = self.policy.modes.choose(decision.event_ts_ms)[0]
-            event = self._unsent(decision, coid, source, OrderStatus.DENIED, exc.reason, mode)
-            return Prepared(events=self._emit(book, event))
+            return self._deny_unrounded(book, decision, source, exc.reason)
 
         coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, rounded.qty, rounded.px)
         if book.get(coid) is not None:
@@ -175,6 +180,16 @@ class ExecutionEngine:
         order = self._stamped(order, attempt=1)
         intent = trusted(ExecResult, status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=order.sent_ts_ms)
         return Prepared(events=self._emit(book, self._intent(self._sent(book, order, intent), order)), order=order)
+
+    def _deny_unrounded(self, book: OrderBook, decision: Decision, source: SourceRef, reason: str) -> Prepared:
+        """DENIED before rounding (off the grid, or the venue's grid refuses it): the id is derived
+        from the decision as given."""
+        coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px)
+        if book.get(coid) is not None:
+            return Prepared(dropped="duplicate")
+        mode = self.policy.modes.choose(decision.event_ts_ms)[0]
+        event = self._unsent(decision, coid, source, OrderStatus.DENIED, reason, mode)
+        return Prepared(events=self._emit(book, event))
 
     def _stamped(self, order: OrderCtx, attempt: int) -> OrderCtx:
         """The order with its request fixed: timestamp (venue clock) and recvWindow."""

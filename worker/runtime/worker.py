@@ -32,6 +32,7 @@ from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
 from worker.execution.engine import ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
+from worker.execution.venue_filters import VenueFiltersError
 from worker.io.kafka import PRODUCER_BATCH_BYTES, BrokerUnreachable, KafkaConfig, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.partitioner import partition_for
@@ -200,6 +201,11 @@ class ExecWorker:
         start_venue = getattr(self.engine.executor, "start", None)
         if start_venue is not None:
             await start_venue()
+            if self.engine.config.venue_grid is not None and getattr(self.engine.executor, "venue_filters", 0) is None:
+                raise VenueFiltersError(
+                    "the venue's exchangeInfo filters could not be loaded, so decisions' grids cannot be checked "
+                    "(--venue-grid); is the venue reachable? (--venue-grid off trusts the decisions)"
+                )
         consumer = self.kafka.consumer(
             group_id=self.settings.group_id,
             isolation_level="read_committed",

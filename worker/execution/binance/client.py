@@ -32,6 +32,7 @@ from worker.execution.binance.protocol import (
     ErrorCode,
     signed_query,
 )
+from worker.execution.venue_filters import VenueFilters, VenueFiltersError, parse_exchange_info
 from worker.policy.clock import TimeProvider, WallClock
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class BinanceClient:
         self._clock_checked_at: float | None = None
         self._banned_until = 0.0  # monotonic; after a 418 no request of any kind goes out
         self.used_weight = 0  # weight this client spent, by the published weights (a metric)
+        # Per symbol, the venue's price/quantity grid from exchangeInfo (None until loaded).
+        self.venue_filters: dict[str, VenueFilters] | None = None
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -173,12 +176,17 @@ class BinanceClient:
             await self.sync_clock()
 
     async def load_limits(self) -> None:
-        """Takes the venue's published rate limits (exchangeInfo `rateLimits`) as the budget."""
+        """Takes the venue's published rate limits (exchangeInfo `rateLimits`) as the budget, and
+        its symbols' filters (one request, weight 20)."""
         try:
             info = await self._public("GET", "/api/v3/exchangeInfo")
         except VenueError as exc:
             log.warning("venue limits unknown (%s); assuming Binance spot defaults", exc)
             return
+        try:
+            self.venue_filters = parse_exchange_info(info)
+        except VenueFiltersError as exc:
+            log.warning("venue filters unreadable (%s)", exc)
         for limit in info.get("rateLimits", []):
             if not isinstance(limit, dict):
                 continue

@@ -35,6 +35,7 @@ from worker.execution.binance.client import (
     VenueRejected,
 )
 from worker.execution.binance.protocol import VENUE_STATUS, ErrorCode
+from worker.execution.venue_filters import VenueFilters
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ class BinanceExecutor:
         self.name = venue_name
 
     async def start(self) -> None:
-        """Measures the venue's clock and loads its limits before the first intent is stamped."""
+        """Measures the venue's clock and loads its limits and filters before the first intent."""
         await self.client.start()
+
+    @property
+    def venue_filters(self) -> dict[str, VenueFilters] | None:
+        return self.client.venue_filters
 
     # -- IExecutor ------------------------------------------------------------------------------
 
