@@ -60,6 +60,7 @@ from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary, percentile
 from worker.runtime.worker import ExecWorker
 from worker.sandbox.faults import FaultPlan
+from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, SandboxExchange
 
@@ -102,7 +103,8 @@ async def _drain(kafka: KafkaConfig, path: Path, topics: Any, group: str, outbox
 async def idempotency_gate(kafka: KafkaConfig, workdir: Path) -> Gate:
     values = [line for line in SAMPLE.read_bytes().splitlines() if line.strip()]
     market = Market(DEFAULT_SYMBOLS, random.Random(0), {s: Decimal(p) for s, p, *_ in SYMBOLS})
-    exchange = SandboxExchange(market, FaultPlan.parse(None), 0)
+    # No rate limits: the gate measures the worker's idempotency, not Binance's 50 orders per 10 s.
+    exchange = SandboxExchange(market, FaultPlan.parse(None), 0, limits=Limits.unlimited())
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

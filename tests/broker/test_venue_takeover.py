@@ -38,6 +38,7 @@ from worker.contract.enums import OrderStatus
 from worker.contract.state_machine import is_terminal
 from worker.io.kafka import KafkaConfig
 from worker.sandbox.faults import FaultPlan
+from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
 from worker.sandbox.server import SandboxExchange
 
@@ -74,7 +75,11 @@ async def venue_factory() -> AsyncIterator[VenueFactory]:
     started: list[tuple[Venue, list[web.AppRunner]]] = []
 
     async def start(faults: str | None = None, urls: int = 1) -> Venue:
-        venue = Venue(SandboxExchange(Market(DEFAULT_SYMBOLS, random.Random(0)), FaultPlan.parse(faults), 0))
+        # No rate limits here: these tests are about takeovers, not Binance's 50 orders per 10 s.
+        exchange = SandboxExchange(
+            Market(DEFAULT_SYMBOLS, random.Random(0)), FaultPlan.parse(faults), 0, limits=Limits.unlimited()
+        )
+        venue = Venue(exchange)
         runners: list[web.AppRunner] = []
         started.append((venue, runners))
         for index in range(urls):
