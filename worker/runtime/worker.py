@@ -23,7 +23,7 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from worker.codec.errors import DecodeError, ErrorClass
@@ -395,12 +395,17 @@ class ExecWorker:
         assignment = consumer.assignment()
         if not assignment:
             return False
-        ends = await consumer.end_offsets(list(assignment))
         behind = 0
-        for tp in assignment:
-            lag = max(0, ends[tp] - await consumer.position(tp))
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-            behind += lag
+        try:
+            ends = await consumer.end_offsets(list(assignment))
+            for tp in assignment:
+                lag = max(0, ends[tp] - await consumer.position(tp))
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+                behind += lag
+        except IllegalStateError:
+            # A rebalance revoked a partition between the awaits (it killed a worker in the
+            # chaos run): not drained; the next call sees the new assignment.
+            return False
         # Drained: no input left, and no order whose fate at the venue is still unknown (orders
         # resting on the venue's book are not waited for).
         return behind == 0 and self.in_flight() == 0
@@ -606,13 +611,17 @@ class ExecWorker:
         consumer = self._consumer
         assert consumer is not None
         for tp in tps:
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-                owner.next_offset.pop(tp, None)
-            else:
-                consumer.seek(tp, committed)
-                owner.next_offset[tp] = committed
+            try:
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    await consumer.seek_to_beginning(tp)
+                    owner.next_offset.pop(tp, None)
+                else:
+                    consumer.seek(tp, committed)
+                    owner.next_offset[tp] = committed
+            except IllegalStateError:
+                # Revoked meanwhile: its next owner starts from the committed offsets anyway.
+                log.info("partition %s revoked during an abort; nothing to rewind", tp)
 
     def _audit_mode_switches(self) -> None:
         """Every mode switch is an audit record: a log line and a counter (old, new, trigger)."""
