@@ -53,22 +53,16 @@ class AvroWire:
             raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")
         if len(value) > self.max_bytes:
             raise DecodeError(ErrorClass.SIZE, f"message is {len(value)} bytes; the limit is {self.max_bytes}")
-        if len(value) < _HEADER.size or value[0] != _MAGIC:
-            raise DecodeError(ErrorClass.ENCODING, "not Avro in the Confluent framing (magic byte 0 + schema id)")
-        _, schema_id = _HEADER.unpack_from(value)
-        try:
-            writer = self.registry.writer_schema(schema_id)
-        except KeyError:
-            raise DecodeError(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is not registered") from None
-        try:
-            record: Any = fastavro.schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer, self._reader_schema)
-        except Exception as exc:  # fastavro raises many types for corrupt input
-            raise DecodeError(ErrorClass.ENCODING, f"Avro body does not match schema {schema_id}: {exc}") from None
+        record = self._read(value, self._reader_schema)
         # One validation path for every format: the same strict rules as JSON input.
         return decode_json(model, orjson.dumps(record), self.max_bytes)
 
     def to_json(self, value: bytes) -> bytes:
         """The record as one JSON object (for tools that print a topic), with no model check."""
+        return orjson.dumps(self._read(value, None))
+
+    def _read(self, value: bytes, reader_schema: Any) -> Any:
+        """The record of a Confluent-framed value, read with its writer's schema."""
         if len(value) < _HEADER.size or value[0] != _MAGIC:
             raise DecodeError(ErrorClass.ENCODING, "not Avro in the Confluent framing (magic byte 0 + schema id)")
         _, schema_id = _HEADER.unpack_from(value)
@@ -77,10 +71,9 @@ class AvroWire:
         except KeyError:
             raise DecodeError(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is not registered") from None
         try:
-            record: Any = fastavro.schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer, None)
+            return fastavro.schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer, reader_schema)
         except Exception as exc:  # fastavro raises many types for corrupt input
             raise DecodeError(ErrorClass.ENCODING, f"Avro body does not match schema {schema_id}: {exc}") from None
-        return orjson.dumps(record)
 
     def encode(self, message: BaseModel) -> bytes:
         buffer = io.BytesIO()
