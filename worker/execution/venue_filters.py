@@ -40,6 +40,10 @@ class VenueFiltersError(ValueError):
     pass
 
 
+class VenueNotReady(VenueFiltersError):
+    """The venue did not answer exchangeInfo (yet): worth waiting for, unlike unreadable filters."""
+
+
 @dataclass(frozen=True)
 class VenueFilters:
     tick_size: Decimal

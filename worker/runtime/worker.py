@@ -32,7 +32,7 @@ from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
 from worker.execution.engine import ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
-from worker.execution.venue_filters import VenueFiltersError
+from worker.execution.venue_filters import VenueFiltersError, VenueNotReady
 from worker.io.kafka import PRODUCER_BATCH_BYTES, BrokerUnreachable, KafkaConfig, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.partitioner import partition_for
@@ -57,10 +57,11 @@ WORKER_ROLES = ("decisions", "signals", "exec_events", "dlq", "strategy_mode", "
 
 # Lag is an operator's number, not a control input: every 5 s is fresh enough and costs nothing.
 LAG_REPORT_INTERVAL_S = 5.0
-# A takeover that fails (broker restart during the rebuild, ...) is tried this often, then the
-# process exits non-zero: a partition is never left assigned without an owner.
+# A takeover that fails for another reason than the broker (an unreadable history) is tried this
+# often, then the process exits non-zero: a partition is never left assigned without an owner.
 TAKEOVER_TRIES = 3
-TAKEOVER_BACKOFF_S = 1.0
+TAKEOVER_BACKOFF_S = 0.5  # doubled per try, up to the max
+TAKEOVER_BACKOFF_MAX_S = 5.0
 
 
 class TakeoverFailed(RuntimeError):
@@ -177,19 +178,21 @@ class ExecWorker:
     async def _start(self) -> AIOKafkaConsumer:
         """Everything before the first poll, retried as a whole for up to `broker_wait_s`.
 
-        A worker that starts while the broker restarts waits for it: a supervisor restarting
-        workers must not see them die of a broker that is coming back. Missing topics, refused
-        ACLs and bad settings still fail at once (they are not Kafka errors).
+        A worker that starts while the broker or the venue restarts waits for it: a supervisor
+        restarting workers must not see them die of a broker that is coming back. Missing topics,
+        refused ACLs, unreadable venue filters and bad settings still fail at once.
         """
         deadline = time.monotonic() + self.settings.broker_wait_s
         while True:
             try:
                 return await self._start_once()
-            except (BrokerUnreachable, KafkaError, OSError) as exc:
+            except (BrokerUnreachable, KafkaError, OSError, VenueNotReady) as exc:
                 await self.control.stop()
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("Kafka not ready (%s); waiting for it", exc)
+                log.warning(
+                    "%s not ready (%s); waiting for it", "venue" if isinstance(exc, VenueNotReady) else "Kafka", exc
+                )
                 await asyncio.sleep(1.0)
 
     async def _start_once(self) -> AIOKafkaConsumer:
@@ -202,9 +205,14 @@ class ExecWorker:
         if start_venue is not None:
             await start_venue()
             if self.engine.config.venue_grid is not None and getattr(self.engine.executor, "venue_filters", 0) is None:
+                if not getattr(self.engine.executor, "venue_answered", True):
+                    raise VenueNotReady(
+                        "the venue did not answer exchangeInfo, so decisions' grids cannot be checked "
+                        "(--venue-grid); is the venue reachable at --venue? (--venue-grid off trusts the decisions)"
+                    )
                 raise VenueFiltersError(
-                    "the venue's exchangeInfo filters could not be loaded, so decisions' grids cannot be checked "
-                    "(--venue-grid); is the venue reachable? (--venue-grid off trusts the decisions)"
+                    "the venue's exchangeInfo filters are unreadable, so decisions' grids cannot be checked "
+                    "(--venue-grid off trusts the decisions)"
                 )
         consumer = self.kafka.consumer(
             group_id=self.settings.group_id,
@@ -277,25 +285,41 @@ class ExecWorker:
 
         The rebalance callback must not swallow a failure: a partition assigned to us without an
         owner would have its records skipped while its position advanced (lag 0, "drained").
+        A broker that restarts during the takeover is waited for as long as a starting worker
+        waits for it (`broker_wait_s`); any other failure is tried `TAKEOVER_TRIES` times.
         """
-        for attempt in range(1, TAKEOVER_TRIES + 1):
+        # The group assigns partitions before this callback runs, and the fetcher may serve their
+        # records meanwhile (aiokafka): paused until they have an owner, or they would be skipped.
+        held = self._input_tps(partitions)
+        if self._consumer is not None:
+            self._consumer.pause(*held)
+        deadline = time.monotonic() + self.settings.broker_wait_s
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self._acquire(partitions)
+                if self._consumer is not None:
+                    self._consumer.resume(*held)
                 return
             except Exception as exc:
-                log.error("taking over %s failed (try %d of %d): %s", partitions, attempt, TAKEOVER_TRIES, exc)
+                broker_down = isinstance(exc, KafkaError | OSError | BrokerUnreachable)
+                log.error("taking over %s failed (try %d): %s", partitions, attempt, exc)
                 async with self._lock:
                     for p in partitions:
                         owner = self._owners.pop(p, None)
                         if owner is not None:
                             await owner.producer.stop()
-                if attempt == TAKEOVER_TRIES:
+                if time.monotonic() >= deadline if broker_down else attempt >= TAKEOVER_TRIES:
                     self._fatal = exc
                     self._stop.set()
                     if self._consumer is not None:
                         self._consumer.pause(*self._consumer.assignment())
                     return
-                await asyncio.sleep(TAKEOVER_BACKOFF_S * attempt)
+                await asyncio.sleep(min(TAKEOVER_BACKOFF_S * 2 ** (attempt - 1), TAKEOVER_BACKOFF_MAX_S))
+
+    def _input_tps(self, partitions: list[int]) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for topic in self.input_topics for p in partitions]
 
     async def _acquire(self, partitions: list[int]) -> None:
         """Fence the old owner, rebuild state (orders and policy), seek."""

@@ -144,7 +144,8 @@ class BinanceClient:
         self.budget = budget or RateBudget()
         self.clock = VenueClock(local_clock or WallClock(), *(() if clock_safety_ms is None else (clock_safety_ms,)))
         self._session: aiohttp.ClientSession | None = None
-        self._limits_loaded = False
+        # Whether exchangeInfo answered; until it does, every start() asks again.
+        self.limits_loaded = False
         self._clock_checked_at: float | None = None
         self._banned_until = 0.0  # monotonic; after a 418 no request of any kind goes out
         self.used_weight = 0  # weight this client spent, by the published weights (a metric)
@@ -169,8 +170,7 @@ class BinanceClient:
 
     async def start(self) -> None:
         """The venue's limits and clock, before the first order (both retried lazily if down)."""
-        if not self._limits_loaded:
-            self._limits_loaded = True
+        if not self.limits_loaded:
             await self.load_limits()
         if self._clock_checked_at is None or time.monotonic() - self._clock_checked_at > CLOCK_REFRESH_S:
             await self.sync_clock()
@@ -183,6 +183,7 @@ class BinanceClient:
         except VenueError as exc:
             log.warning("venue limits unknown (%s); assuming Binance spot defaults", exc)
             return
+        self.limits_loaded = True
         try:
             self.venue_filters = parse_exchange_info(info)
         except VenueFiltersError as exc:

@@ -91,6 +91,11 @@ class BinanceExecutor:
     def venue_filters(self) -> dict[str, VenueFilters] | None:
         return self.client.venue_filters
 
+    @property
+    def venue_answered(self) -> bool:
+        """Whether the venue answered exchangeInfo (a start while it is down asks again)."""
+        return self.client.limits_loaded
+
     # -- IExecutor ------------------------------------------------------------------------------
 
     async def submit(self, order: OrderCtx) -> ExecResult:
