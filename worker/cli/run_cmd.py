@@ -112,7 +112,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--broker-wait-s",
         type=float,
         default=60.0,
-        help="wait this long for a restarting broker or venue (at start; the broker also in a takeover); 0 = fail at once",
+        help="wait this long for a restarting broker or venue (at start, in a takeover); 0 = fail at once",
     )
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port (0 = off)")
     run.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics endpoint binds")
