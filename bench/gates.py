@@ -58,6 +58,7 @@ from worker.policy.rng import Rng
 from worker.runtime.orderlog import ORDER_LOGGER
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary, percentile
+from worker.runtime.venue import execute
 from worker.runtime.worker import ExecWorker
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.limits import Limits
@@ -191,7 +192,7 @@ async def sample_pass(
         decision = decode_json(Decision, value)
         prepared = engine.prepare(book, decision, SourceRef(topic="decisions.v1", partition=0, offset=offset))
         if prepared.order is not None:
-            await engine.send(book, prepared)
+            await execute(engine, book, prepared)
             if latencies_ns is not None and executor.request_ns is not None:
                 latencies_ns.append(executor.request_ns - t0)
             if wall_ns is not None and executor.request_wall_ns is not None:

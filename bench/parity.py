@@ -35,7 +35,7 @@ from worker.policy.rng import Rng
 from worker.reporting.summary import latest_by_order
 from worker.runtime.replay import canonical_order, list_sink, replay
 from worker.runtime.summary import percentile
-from worker.runtime.venue import VenueSync
+from worker.runtime.venue import VenueSync, handle
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
@@ -99,7 +99,7 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
                 while pinned < len(snapshots) and snapshots[pinned].event_time_ms <= decision.event_ts_ms:
                     await pin(snapshots[pinned])
                     pinned += 1
-                result = await live.handle(book, decision, SourceRef(topic="parity", partition=0, offset=index))
+                result = await handle(live, book, decision, SourceRef(topic="parity", partition=0, offset=index))
                 actual.update({e.client_order_id: e for e in result.events})
             for snapshot in snapshots[pinned:]:
                 await pin(snapshot)

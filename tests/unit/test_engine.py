@@ -12,6 +12,7 @@ from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.policy.ids import CLIENT_ORDER_ID_PATTERN
 from worker.policy.rng import Rng
+from worker.runtime.venue import handle as drive
 
 SOURCE = SourceRef(topic="decisions.v1", partition=0, offset=7)
 
@@ -21,7 +22,7 @@ def engine(seed: int = 1) -> ExecutionEngine:
 
 
 async def handle(book: OrderBook, **fields: object):  # type: ignore[no-untyped-def]
-    return await engine().handle(book, decode_json(Decision, decision_bytes(**fields)), SOURCE)
+    return await drive(engine(), book, decode_json(Decision, decision_bytes(**fields)), SOURCE)
 
 
 async def test_a_limit_order_fills_at_the_rounded_price_with_slippage_from_rounding() -> None:
@@ -89,14 +90,14 @@ async def test_low_consistency_sampling_is_deterministic_and_proportional() -> N
 
 
 async def test_identical_input_gives_identical_bytes_across_engines() -> None:
-    a = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(
-        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    a = await drive(
+        ExecutionEngine(BacktestExecutor(Rng(5))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
     )
-    b = await ExecutionEngine(BacktestExecutor(Rng(5))).handle(
-        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    b = await drive(
+        ExecutionEngine(BacktestExecutor(Rng(5))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
     )
-    c = await ExecutionEngine(BacktestExecutor(Rng(6))).handle(
-        OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+    c = await drive(
+        ExecutionEngine(BacktestExecutor(Rng(6))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
     )
     assert encode_json(a.events[0]) == encode_json(b.events[0])
     assert a.events[0].latency_ms is not None
@@ -127,7 +128,7 @@ async def test_every_event_of_the_sample_is_valid_against_the_contract() -> None
     book, statuses = OrderBook(), set()
     for offset, raw in enumerate(decisions(1500, seed=3)):
         source = SourceRef(topic="decisions.v1", partition=0, offset=offset)
-        result = await engine().handle(book, decode_json(Decision, orjson.dumps(raw)), source)
+        result = await drive(engine(), book, decode_json(Decision, orjson.dumps(raw)), source)
         for event in result.events:
             wire = encode_json(event)
             assert ExecEvent.model_validate_json(wire) == event

@@ -23,6 +23,7 @@ from worker.execution.venue_filters import (
     parse_exchange_info,
 )
 from worker.policy.rng import Rng
+from worker.runtime.venue import handle
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +104,7 @@ async def test_under_the_venue_policy_the_order_is_rounded_on_the_venues_grid() 
     )
     engine = ExecutionEngine(BacktestExecutor(Rng(1)))
     source = SourceRef(topic="decisions.v1", partition=0, offset=1)
-    (event,) = (await engine.handle(OrderBook(), verdict.decision, source)).events
+    (event,) = (await handle(engine, OrderBook(), verdict.decision, source)).events
     assert event.status is OrderStatus.FILLED
     assert (event.px_sent, event.qty) == (Decimal("64250.12"), Decimal("0.01234"))  # venue-valid
 

@@ -15,7 +15,7 @@ from worker.execution.binance.client import BinanceClient, VenueCredentials
 from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
-from worker.runtime.venue import VenueSync
+from worker.runtime.venue import VenueSync, execute, handle
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
 SOURCE = SourceRef(topic="decisions.v1", partition=0, offset=0)
@@ -198,7 +198,7 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     prepared = engine.prepare(book, decision, SOURCE)
     (intent,) = prepared.events
     assert intent.status is OrderStatus.SUBMITTED
-    sent = await engine.send(book, prepared)
+    sent = await execute(engine, book, prepared)
     (accepted,) = sent.events
     assert accepted.status is OrderStatus.ACCEPTED
     book.commit()
@@ -221,7 +221,7 @@ async def test_cancel_is_an_intent_then_the_venue_acknowledgement(sandbox_factor
     engine = ExecutionEngine(venue)
     book = OrderBook()
     resting = decode_json(Decision, decision_bytes(px="60000.00", signal_row_id="rest"))
-    placed = await engine.handle(book, resting, SOURCE)
+    placed = await handle(engine, book, resting, SOURCE)
     (_intent, accepted) = placed.events
     assert accepted.status is OrderStatus.ACCEPTED
     book.commit()
@@ -229,21 +229,22 @@ async def test_cancel_is_an_intent_then_the_venue_acknowledgement(sandbox_factor
         Decision,
         decision_bytes(signal_row_id="c1", action="CANCEL", target_client_order_id=accepted.client_order_id),
     )
-    (pending, canceled) = (await engine.handle(book, cancel, SOURCE)).events
+    (pending, canceled) = (await handle(engine, book, cancel, SOURCE)).events
     assert (pending.status, pending.reason) == (OrderStatus.PENDING_CANCEL, "cancel_requested")
     assert canceled.status is OrderStatus.CANCELED and canceled.event_id.endswith(".4")
     assert (await sandbox.ledger())[accepted.client_order_id]["status"] == "CANCELED"
     book.commit()
-    again = await engine.handle(book, cancel, SOURCE)
+    again = await handle(engine, book, cancel, SOURCE)
     assert again.events == () and again.dropped == "target_terminal"
     # A cancel the venue refuses is recorded with the venue's reason; reconciliation then learns
     # the order's real end.
     other = decode_json(Decision, decision_bytes(px="60001.00", signal_row_id="rest2"))
-    (_, open_order) = (await engine.handle(book, other, SOURCE)).events
+    (_, open_order) = (await handle(engine, book, other, SOURCE)).events
     book.commit()
     venue_order = sandbox.exchange.orders[open_order.client_order_id]
     venue_order.fill(Decimal("60001"), venue_order.orig_qty)  # filled behind our back
-    refused = await engine.handle(
+    refused = await handle(
+        engine,
         book,
         decode_json(
             Decision,

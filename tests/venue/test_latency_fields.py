@@ -15,7 +15,7 @@ from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
-from worker.runtime.venue import VenueSync
+from worker.runtime.venue import VenueSync, handle
 
 
 def consistent(event: ExecEvent) -> bool:
@@ -37,28 +37,28 @@ async def test_follow_up_events_keep_latency_equal_to_ack_minus_sent(sandbox_fac
     events: list[ExecEvent] = []
     # A resting order, filled later: the fill is learned by reconciliation with a new ack.
     resting = decode_json(Decision, decision_bytes(px="64000.00", signal_row_id="rest"))
-    events += (await engine.handle(book, resting, SOURCE)).events
+    events += (await handle(engine, book, resting, SOURCE)).events
     book.commit()
     await venue.submit(order(signal_row_id="mover", side="SELL", px="63990.00", tif="IOC"))
     events += (await VenueSync(engine, 4).settle(book)).events
     book.commit()
     # A cancel: its intent, then the venue's acknowledgement.
     placed = (
-        await engine.handle(book, decode_json(Decision, decision_bytes(px="60000.00", signal_row_id="r2")), SOURCE)
+        await handle(engine, book, decode_json(Decision, decision_bytes(px="60000.00", signal_row_id="r2")), SOURCE)
     ).events
     events += placed
     book.commit()
-    events += (await engine.handle(book, cancel_of(placed[-1].client_order_id, "c1"), SOURCE)).events
+    events += (await handle(engine, book, cancel_of(placed[-1].client_order_id, "c1"), SOURCE)).events
     book.commit()
     # A refused cancel (the order was filled behind our back).
     other = (
-        await engine.handle(book, decode_json(Decision, decision_bytes(px="60001.00", signal_row_id="r3")), SOURCE)
+        await handle(engine, book, decode_json(Decision, decision_bytes(px="60001.00", signal_row_id="r3")), SOURCE)
     ).events
     events += other
     book.commit()
     venue_order = sandbox.exchange.orders[other[-1].client_order_id]
     venue_order.fill(Decimal("60001"), venue_order.orig_qty)
-    events += (await engine.handle(book, cancel_of(other[-1].client_order_id, "c2"), SOURCE)).events
+    events += (await handle(engine, book, cancel_of(other[-1].client_order_id, "c2"), SOURCE)).events
     await venue.close()
     statuses = [e.status for e in events]
     assert {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.PENDING_CANCEL} <= set(statuses)

@@ -25,7 +25,7 @@ from worker.execution.binance.client import BinanceClient, VenueBanned, VenueCre
 from worker.execution.binance.executor import BinanceExecutor
 from worker.execution.engine import ExecutionEngine, Prepared
 from worker.execution.order_state import OrderBook
-from worker.runtime.venue import VenueSync
+from worker.runtime.venue import VenueSync, execute
 from worker.sandbox.limits import Limits
 
 WINDOW_MS = 1_500  # short recvWindow: each test waits for one expiry at most
@@ -64,7 +64,7 @@ async def settle_until(sync: VenueSync, book: OrderBook, done: object, timeout_s
         events += settled.events
         book.commit()
         for order in settled.resends:
-            events += (await sync.engine.send(book, Prepared(order=order))).events
+            events += (await execute(sync.engine, book, Prepared(order=order))).events
             book.commit()
         await asyncio.sleep(0.1)  # the venue's clock has to pass the expiry: nothing to await
     return events
@@ -87,7 +87,7 @@ async def first_send(engine: ExecutionEngine, book: OrderBook, **fields: object)
     decision = decode_json(Decision, decision_bytes(**fields))
     prepared = engine.prepare(book, decision, SOURCE)
     book.commit()  # the intent is committed before the send
-    events = prepared.events + (await engine.send(book, prepared)).events
+    events = prepared.events + (await execute(engine, book, prepared)).events
     book.commit()
     return events
 

@@ -13,6 +13,7 @@ from worker.contract.messages import Decision
 from worker.execution.engine import EngineConfig, ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.execution.venue_filters import GridPolicy
+from worker.runtime.venue import handle
 
 # BTCUSDT on the sandbox (and Binance): tick 0.01, step 0.00001, min notional 5.
 FINE_TICK = {"tick_size": "0.001", "px": "64250.123"}
@@ -36,7 +37,7 @@ async def test_the_venue_grid_policy_moves_the_decision_onto_the_venue_grid(sand
     venue = executor(sandbox)
     await venue.start()
     engine = ExecutionEngine(venue, EngineConfig(venue_grid=GridPolicy.VENUE))
-    result = await engine.handle(OrderBook(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
+    result = await handle(engine, OrderBook(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
     await venue.close()
     intent, answer = result.events
     assert intent.px_sent == Decimal("64250.12") and intent.rounding_applied

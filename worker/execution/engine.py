@@ -23,7 +23,7 @@ from worker.contract.enums import Action, OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.executor import IExecutor
 from worker.contract.messages import Decision
-from worker.contract.orders import ExecResult, OrderCtx, SourceRef
+from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.contract.trusted import trusted
 from worker.execution.order_state import OrderBook
@@ -99,14 +99,6 @@ class ExecutionEngine:
         self.mode_switches: list[ModeSwitch] = []
         # Stamps intents (live only) with the venue's clock: every request's expiry is on it.
         self.clock = clock if clock is not None else getattr(executor, "clock", None)
-
-    async def handle(self, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
-        """Both phases at once: for executors without outside effects, and for tests."""
-        prepared = self.prepare(book, decision, source)
-        if not prepared.needs_executor:
-            return CommandResult(prepared.events, prepared.dropped)
-        sent = await self.send(book, prepared)
-        return CommandResult(prepared.events + sent.events, sent.dropped)
 
     def prepare(self, book: OrderBook, decision: Decision, source: SourceRef) -> Prepared:
         """The pure phase: round, derive the id, check idempotency and gates; no executor call.
@@ -209,17 +201,12 @@ class ExecutionEngine:
         }
         return event.model_copy(update=request)
 
-    async def send(self, book: OrderBook, prepared: Prepared) -> CommandResult:
-        """The effectful phase: hand the order (or change) to the executor, record its answer."""
-        if prepared.order is not None:
-            order = prepared.order
-            result = await self.executor.submit(order)
-            if not self.executor.requires_intent:
-                return CommandResult(self._emit(book, self._sent(book, order, result)))
-            return CommandResult(self.answer(book, order.client_order_id, result))
-        if prepared.change is not None:
-            return await self._send_change(book, prepared.change)
-        return CommandResult(dropped=prepared.dropped)
+    def submitted(self, book: OrderBook, order: OrderCtx, result: ExecResult) -> tuple[ExecEvent, ...]:
+        """The executor's answer to a new order: its first event (a backtest), or the answer to
+        its committed intent (a venue)."""
+        if not self.executor.requires_intent:
+            return self._emit(book, self._sent(book, order, result))
+        return self.answer(book, order.client_order_id, result)
 
     def answer(self, book: OrderBook, client_order_id: str, result: ExecResult) -> tuple[ExecEvent, ...]:
         """Records a venue's answer to an intent (or UNKNOWN when there was none)."""
@@ -354,16 +341,15 @@ class ExecutionEngine:
             return Prepared(events=self._follow_up(book, target, intent), change=decision)
         return Prepared(change=decision)
 
-    async def cancel(self, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
-        """Sends the cancel of a live order with a committed cancel intent; records the answer.
+    def cancel_answered(self, book: OrderBook, client_order_id: str, result: CancelResult) -> tuple[ExecEvent, ...]:
+        """The venue's answer to the DELETE of a committed cancel intent.
 
-        CANCELED ends it; a refusal is recorded with the venue's reason (the order's own final
-        state follows from reconciliation); no answer leaves the intent pending, to be retried.
+        CANCELED ends the order; a refusal is recorded with the venue's reason (the order's own
+        final state follows from reconciliation); no answer leaves the intent pending, retried.
         """
         record = book.get(client_order_id)
         if record is None or is_terminal(record.status) or not record.cancel_requested:
             return ()
-        result = await self.executor.cancel(client_order_id, record.last.symbol)  # type: ignore[call-arg]
         if result.status is OrderStatus.CANCELED:
             done = {"status": OrderStatus.CANCELED, "reason": "canceled", "ack_ts_ms": result.ack_ts_ms}
             return self._follow_up(book, client_order_id, done)
@@ -376,35 +362,28 @@ class ExecutionEngine:
             return self._follow_up(book, client_order_id, refused)
         return ()
 
-    async def _send_change(self, book: OrderBook, decision: Decision) -> CommandResult:
+    def change_answered(self, book: OrderBook, decision: Decision, result: CancelResult | AmendResult) -> CommandResult:
+        """A simulated venue's answer to a CANCEL or AMEND (a live venue's cancel goes through a
+        committed intent, `cancel_answered`). Local state changes only on an acknowledgement."""
         target = decision.target_client_order_id
         assert target is not None
-        if self.executor.requires_intent and decision.action is Action.CANCEL:
-            return CommandResult(await self.cancel(book, target))
         record = book.get(target)
         if record is None or is_terminal(record.status):
             return CommandResult(dropped="target_terminal")
         update: dict[str, object]
-        if decision.action is Action.CANCEL:
-            cancel = await self.executor.cancel(target)
-            if cancel.status is not OrderStatus.CANCELED:
-                # Local state changes only on the venue's acknowledgement.
-                return CommandResult(dropped=f"cancel_{cancel.reason or cancel.status.lower()}")
-            update = {
-                "status": OrderStatus.CANCELED,
-                "reason": "cancel_requested",
-                "ack_ts_ms": cancel.ack_ts_ms,
-            }
+        if isinstance(result, CancelResult):
+            if result.status is not OrderStatus.CANCELED:
+                return CommandResult(dropped=f"cancel_{result.reason or result.status.lower()}")
+            update = {"status": OrderStatus.CANCELED, "reason": "cancel_requested", "ack_ts_ms": result.ack_ts_ms}
         else:
-            amend = await self.executor.amend(target, decision.new_px, decision.new_qty)
-            if amend.status is OrderStatus.REJECTED:
-                return CommandResult(dropped=f"amend_{amend.reason or 'rejected'}")
+            if result.status is OrderStatus.REJECTED:
+                return CommandResult(dropped=f"amend_{result.reason or 'rejected'}")
             update = {
-                "status": amend.status,
+                "status": result.status,
                 "reason": "amended",
-                "ack_ts_ms": amend.ack_ts_ms,
-                "px_sent": amend.px or record.last.px_sent,
-                "qty": amend.qty or record.last.qty,
+                "ack_ts_ms": result.ack_ts_ms,
+                "px_sent": result.px or record.last.px_sent,
+                "qty": result.qty or record.last.qty,
             }
         update["event_id"] = event_id(target, record.events + 1)
         update["event_ts_ms"] = decision.event_ts_ms

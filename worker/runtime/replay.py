@@ -36,6 +36,7 @@ from worker.execution.engine import ExecutionEngine
 from worker.execution.order_state import OrderBook
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.ids import event_seq
+from worker.runtime.venue import handle
 
 REPLAY_SOURCE = "replay"
 # Lines handed to the sinks per call: large enough to amortise outbox file rewrites and producer
@@ -232,7 +233,7 @@ async def _fold(
             for client_order_id, update in venue.fills_until(decision.event_ts_ms):
                 await emit(engine.observe(book, client_order_id, update))
         source = trusted(SourceRef, topic=REPLAY_SOURCE, partition=0, offset=index)
-        await emit((await engine.handle(book, decision, source)).events)
+        await emit((await handle(engine, book, decision, source)).events)
         if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
             progress(index + 1, len(decisions))
     if venue is not None:

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from worker.contract.enums import Action
 from worker.contract.events import ExecEvent
-from worker.contract.orders import CancelResult, ExecResult, OrderCtx
+from worker.contract.messages import Decision
+from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import is_terminal
 from worker.execution.binance.clock import VenueClock
 from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
@@ -53,6 +55,50 @@ class Settled:
     pending: bool = False  # something is still waiting (an unexpired request, a failed query)
 
 
+async def execute(engine: ExecutionEngine, book: OrderBook, prepared: Prepared) -> CommandResult:
+    """Hands a prepared command to the executor and gives its answer to the engine."""
+    if prepared.order is not None:
+        result = await engine.executor.submit(prepared.order)
+        return CommandResult(engine.submitted(book, prepared.order, result))
+    if prepared.change is not None:
+        return await _change(engine, book, prepared.change)
+    return CommandResult(dropped=prepared.dropped)
+
+
+async def handle(engine: ExecutionEngine, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
+    """Both phases at once, for executors without outside effects (replay) and for tests."""
+    prepared = engine.prepare(book, decision, source)
+    if not prepared.needs_executor:
+        return CommandResult(prepared.events, prepared.dropped)
+    sent = await execute(engine, book, prepared)
+    return CommandResult(prepared.events + sent.events, sent.dropped)
+
+
+async def cancel(engine: ExecutionEngine, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
+    """Sends the DELETE of an order with a committed cancel intent; the engine records the answer."""
+    record = book.get(client_order_id)
+    if record is None or is_terminal(record.status) or not record.cancel_requested:
+        return ()
+    venue: LiveVenue = engine.executor  # type: ignore[assignment]
+    return engine.cancel_answered(book, client_order_id, await venue.cancel(client_order_id, record.last.symbol))
+
+
+async def _change(engine: ExecutionEngine, book: OrderBook, decision: Decision) -> CommandResult:
+    target = decision.target_client_order_id
+    assert target is not None
+    if engine.executor.requires_intent and decision.action is Action.CANCEL:
+        return CommandResult(await cancel(engine, book, target))
+    record = book.get(target)
+    if record is None or is_terminal(record.status):
+        return CommandResult(dropped="target_terminal")
+    answer: CancelResult | AmendResult
+    if decision.action is Action.CANCEL:
+        answer = await engine.executor.cancel(target)
+    else:
+        answer = await engine.executor.amend(target, decision.new_px, decision.new_qty)
+    return engine.change_answered(book, decision, answer)
+
+
 class VenueSync:
     def __init__(self, engine: ExecutionEngine, concurrency: int) -> None:
         self.engine = engine
@@ -68,12 +114,12 @@ class VenueSync:
             return []
         if not self.engine.executor.requires_intent:
             # Nothing to wait for (the backtest answers at once): a plain loop is ~2x cheaper.
-            return [await self.engine.send(book, item) for item in prepared]
+            return [await execute(self.engine, book, item) for item in prepared]
         limit = asyncio.Semaphore(self._concurrency)
 
         async def one(item: Prepared) -> CommandResult:
             async with limit:
-                return await self.engine.send(book, item)
+                return await execute(self.engine, book, item)
 
         return list(await asyncio.gather(*(one(item) for item in prepared)))
 
@@ -148,7 +194,7 @@ class VenueSync:
                 result.events.extend(self.engine.observe(book, coid, venue))
                 now = book.get(coid)
                 if now is not None and now.cancel_requested and not is_terminal(now.status):
-                    result.events.extend(await self.engine.cancel(book, coid))
+                    result.events.extend(await cancel(self.engine, book, coid))
                     result.pending = True
             except Exception as exc:
                 log.warning("order %s: settling failed (%s); retried next round", coid, exc)
