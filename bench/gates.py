@@ -47,11 +47,11 @@ from worker.contract.enums import OrderStatus
 from worker.contract.messages import Decision
 from worker.contract.orders import ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import is_terminal
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.binance.client import BinanceClient, VenueCredentials
-from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
+from worker.io.binance.client import BinanceClient, VenueCredentials
+from worker.io.binance.executor import BinanceExecutor
 from worker.io.kafka import KafkaConfig, bootstrap_from_env, read_committed_topic
 from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
@@ -185,7 +185,7 @@ async def sample_pass(
     Per order sent, the CPU time (and the wall time) from before decoding to the venue request."""
     executor = _RecordingExecutor()
     engine = ExecutionEngine(executor, clock=WallClock())  # a live engine stamps intents with a clock
-    book = OrderBook()
+    book = OrderTable()
     started = time.process_time()
     for offset, value in enumerate(values):
         t0, w0 = time.thread_time_ns(), time.perf_counter_ns()

@@ -22,14 +22,14 @@ from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import MarketSnapshot
 from worker.contract.orders import SourceRef
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.binance.client import BinanceClient, VenueCredentials
-from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.fills import QuoteFill
-from worker.execution.latency import LatencyModel
-from worker.execution.market import MarketView
-from worker.execution.order_state import OrderBook
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.fills import QuoteFill
+from worker.core.latency import LatencyModel
+from worker.core.market import MarketView
+from worker.core.order_table import OrderTable
+from worker.io.binance.client import BinanceClient, VenueCredentials
+from worker.io.binance.executor import BinanceExecutor
 from worker.io.outbox import OutboxLine
 from worker.policy.rng import Rng
 from worker.reporting.summary import latest_by_order
@@ -85,7 +85,7 @@ async def measure_parity(count: int = 500, seed: int = 91) -> Parity:
     venue = BinanceExecutor(BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)))
     live = ExecutionEngine(venue)
     actual: dict[str, ExecEvent] = {}
-    book = OrderBook()
+    book = OrderTable()
     pinned = 0
     try:
         async with ClientSession() as admin:

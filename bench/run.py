@@ -28,8 +28,8 @@ import orjson
 from examples.gen_decisions import decisions
 from worker.codec.json_codec import decode_json
 from worker.contract.messages import Decision
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig, bootstrap_from_env, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.topics import TopicsFile, apply_topics, write_variant
@@ -204,8 +204,8 @@ async def bench_venue(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str
 
     from bench.chaos import chaos_decisions
     from examples.gen_decisions import SYMBOLS
-    from worker.execution.binance.client import BinanceClient, VenueCredentials
-    from worker.execution.binance.executor import BinanceExecutor
+    from worker.io.binance.client import BinanceClient, VenueCredentials
+    from worker.io.binance.executor import BinanceExecutor
     from worker.policy.clock import WallClock
     from worker.sandbox.faults import FaultPlan
     from worker.sandbox.limits import Limits

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig, read_committed_topic, topic_partitions
 from worker.io.topics import TopicsFile
 from worker.policy.rng import Rng

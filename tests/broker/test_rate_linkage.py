@@ -15,8 +15,8 @@ import pytest
 from tests.broker.conftest import TopicsFactory
 from tests.broker.helpers import ROOT, TestTopics, drain, make_worker, produce, read_records
 from tests.factories import decision_dict
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
 from worker.policy.modes import load_modes
 from worker.policy.pretrade import PreTradePolicy

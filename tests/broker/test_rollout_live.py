@@ -14,8 +14,8 @@ import orjson
 from examples.gen_decisions import decisions
 from tests.broker.conftest import TopicsFactory
 from tests.broker.helpers import ROOT, cli, make_worker, produce, read_records
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
 from worker.policy.modes import load_modes
 from worker.policy.pretrade import PreTradePolicy

@@ -15,8 +15,8 @@ from tests.broker.conftest import TopicsFactory
 from tests.broker.helpers import ROOT, cli, committed_offsets, eventually, produce
 from worker.codec.json_codec import decode_json
 from worker.contract.events import ExecEvent
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
 from worker.io.topics import codec_for
 from worker.policy.rng import Rng

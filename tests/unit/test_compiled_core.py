@@ -38,9 +38,9 @@ from worker.contract.enums import OrderStatus, OrderType, Side, TimeInForce
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import EngineConfig, ExecutionEngine
-from worker.execution.slippage import slippage_bps, slippage_bps_reference
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import EngineConfig, ExecutionEngine
+from worker.core.slippage import slippage_bps, slippage_bps_reference
 from worker.io.outbox import OutboxLine
 from worker.policy.ids import client_order_id, client_order_id_reference
 from worker.policy.rng import Rng

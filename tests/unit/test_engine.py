@@ -7,9 +7,9 @@ from worker.codec.json_codec import decode_json, encode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
 from worker.policy.ids import CLIENT_ORDER_ID_PATTERN
 from worker.policy.rng import Rng
 from worker.runtime.venue import handle as drive
@@ -21,12 +21,12 @@ def engine(seed: int = 1) -> ExecutionEngine:
     return ExecutionEngine(BacktestExecutor(Rng(seed)))
 
 
-async def handle(book: OrderBook, **fields: object):  # type: ignore[no-untyped-def]
+async def handle(book: OrderTable, **fields: object):  # type: ignore[no-untyped-def]
     return await drive(engine(), book, decode_json(Decision, decision_bytes(**fields)), SOURCE)
 
 
 async def test_a_limit_order_fills_at_the_rounded_price_with_slippage_from_rounding() -> None:
-    result = await handle(OrderBook())
+    result = await handle(OrderTable())
     (event,) = result.events
     assert event.status is OrderStatus.FILLED
     assert CLIENT_ORDER_ID_PATTERN.match(event.client_order_id)
@@ -41,7 +41,7 @@ async def test_a_limit_order_fills_at_the_rounded_price_with_slippage_from_round
 
 
 async def test_the_same_decision_twice_produces_one_order() -> None:
-    book = OrderBook()
+    book = OrderTable()
     first = await handle(book)
     second = await handle(book)
     assert len(first.events) == 1
@@ -49,7 +49,7 @@ async def test_the_same_decision_twice_produces_one_order() -> None:
 
 
 async def test_a_rolled_back_batch_can_be_processed_again() -> None:
-    book = OrderBook()
+    book = OrderTable()
     first = await handle(book)
     book.rollback()
     again = await handle(book)
@@ -69,7 +69,7 @@ async def test_a_rolled_back_batch_can_be_processed_again() -> None:
 async def test_gates_end_the_order_before_any_venue_call(
     fields: dict[str, object], status: OrderStatus, reason: str
 ) -> None:
-    (event,) = (await handle(OrderBook(), **fields)).events
+    (event,) = (await handle(OrderTable(), **fields)).events
     assert event.status is status and event.reason == reason
     if status is not OrderStatus.REJECTED:
         assert event.sent_ts_ms is None and event.px_sent is None
@@ -78,10 +78,10 @@ async def test_gates_end_the_order_before_any_venue_call(
 async def test_low_consistency_sampling_is_deterministic_and_proportional() -> None:
     outcomes = []
     for row in range(400):
-        (event,) = (await handle(OrderBook(), signal_row_id=f"r{row}", consistency=0.25)).events
+        (event,) = (await handle(OrderTable(), signal_row_id=f"r{row}", consistency=0.25)).events
         outcomes.append(event.status)
     again = [
-        (await handle(OrderBook(), signal_row_id=f"r{row}", consistency=0.25)).events[0].status for row in range(400)
+        (await handle(OrderTable(), signal_row_id=f"r{row}", consistency=0.25)).events[0].status for row in range(400)
     ]
     assert outcomes == again
     kept = sum(1 for s in outcomes if s is OrderStatus.FILLED) / len(outcomes)
@@ -91,13 +91,13 @@ async def test_low_consistency_sampling_is_deterministic_and_proportional() -> N
 
 async def test_identical_input_gives_identical_bytes_across_engines() -> None:
     a = await drive(
-        ExecutionEngine(BacktestExecutor(Rng(5))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+        ExecutionEngine(BacktestExecutor(Rng(5))), OrderTable(), decode_json(Decision, decision_bytes()), SOURCE
     )
     b = await drive(
-        ExecutionEngine(BacktestExecutor(Rng(5))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+        ExecutionEngine(BacktestExecutor(Rng(5))), OrderTable(), decode_json(Decision, decision_bytes()), SOURCE
     )
     c = await drive(
-        ExecutionEngine(BacktestExecutor(Rng(6))), OrderBook(), decode_json(Decision, decision_bytes()), SOURCE
+        ExecutionEngine(BacktestExecutor(Rng(6))), OrderTable(), decode_json(Decision, decision_bytes()), SOURCE
     )
     assert encode_json(a.events[0]) == encode_json(b.events[0])
     assert a.events[0].latency_ms is not None
@@ -108,7 +108,7 @@ async def test_identical_input_gives_identical_bytes_across_engines() -> None:
 
 
 async def test_cancel_of_an_unknown_or_filled_order_changes_nothing() -> None:
-    book = OrderBook()
+    book = OrderTable()
     (filled,) = (await handle(book)).events
     book.commit()
     unknown = await handle(book, action="CANCEL", target_client_order_id="ew-unknown", signal_row_id="c1")
@@ -125,7 +125,7 @@ async def test_every_event_of_the_sample_is_valid_against_the_contract() -> None
     from examples.gen_decisions import decisions
     from worker.contract.events import ExecEvent
 
-    book, statuses = OrderBook(), set()
+    book, statuses = OrderTable(), set()
     for offset, raw in enumerate(decisions(1500, seed=3)):
         source = SourceRef(topic="decisions.v1", partition=0, offset=offset)
         result = await drive(engine(), book, decode_json(Decision, orjson.dumps(raw)), source)
@@ -143,12 +143,12 @@ def test_a_live_intent_event_is_canonical_json_starting_with_its_event_id() -> N
     # the start of its line (a line starting otherwise failed every later publish to its file,
     # and so every takeover's outbox catch-up).
     from worker.contract.events import ExecEvent
-    from worker.execution.binance.client import BinanceClient, VenueCredentials
-    from worker.execution.binance.executor import BinanceExecutor
+    from worker.io.binance.client import BinanceClient, VenueCredentials
+    from worker.io.binance.executor import BinanceExecutor
     from worker.io.outbox import event_id_of
 
     live = ExecutionEngine(BinanceExecutor(BinanceClient("http://127.0.0.1:1", VenueCredentials("k", "s"))))
-    prepared = live.prepare(OrderBook(), decode_json(Decision, decision_bytes()), SOURCE)
+    prepared = live.prepare(OrderTable(), decode_json(Decision, decision_bytes()), SOURCE)
     (intent,) = prepared.events
     assert intent.status is OrderStatus.SUBMITTED and intent.recv_window_ms == 5_000 and intent.attempt == 1
     wire = encode_json(intent)

@@ -8,11 +8,11 @@ from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
 from worker.contract.orders import OrderCtx, SourceRef
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.fills import DepthFill, Quote, QuoteFill, fill_model
-from worker.execution.market import MarketView, tick_rule
-from worker.execution.order_state import OrderBook
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.fills import DepthFill, Quote, QuoteFill, fill_model
+from worker.core.market import MarketView, tick_rule
+from worker.core.order_table import OrderTable
 from worker.io.outbox import OutboxLine
 from worker.policy.rng import Rng
 
@@ -27,7 +27,7 @@ QUOTE = Quote(
 
 def order(**fields: object) -> OrderCtx:
     prepared = ExecutionEngine(BacktestExecutor(Rng(0))).prepare(
-        OrderBook(), decode_json(Decision, decision_bytes(**fields)), SourceRef(topic="t", partition=0, offset=0)
+        OrderTable(), decode_json(Decision, decision_bytes(**fields)), SourceRef(topic="t", partition=0, offset=0)
     )
     assert prepared.order is not None
     return prepared.order

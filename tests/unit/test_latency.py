@@ -7,7 +7,7 @@ from decimal import Context, Decimal
 
 import pytest
 
-from worker.execution.latency import LatencyModel
+from worker.core.latency import LatencyModel
 from worker.policy.rng import Rng
 
 EXACT = Context(prec=60)

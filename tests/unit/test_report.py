@@ -5,8 +5,8 @@ import orjson
 
 from examples.gen_decisions import decisions
 from worker.contract.events import ExecEvent
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.outbox import Outbox
 from worker.policy.rng import Rng
 from worker.reporting.html import render_html

@@ -13,11 +13,11 @@ from tests.factories import decision_bytes, decision_dict
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import MarketSnapshot
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.fills import DepthFill, FillModel, QuoteFill
-from worker.execution.latency import LatencyModel
-from worker.execution.market import MarketView
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.fills import DepthFill, FillModel, QuoteFill
+from worker.core.latency import LatencyModel
+from worker.core.market import MarketView
 from worker.io.outbox import OutboxLine
 from worker.policy.rng import Rng
 from worker.reporting.summary import build_report

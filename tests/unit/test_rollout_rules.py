@@ -20,8 +20,8 @@ from worker.codec.json_codec import decode_json, encode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, HarvestHealth
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.outbox import OutboxLine
 from worker.policy.modes import ModeManager, ModesConfigError, ScenarioParams, load_modes
 from worker.policy.pretrade import PreTradePolicy, effective_rules

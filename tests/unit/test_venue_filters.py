@@ -12,10 +12,10 @@ from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
-from worker.execution.venue_filters import (
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
+from worker.core.venue_filters import (
     GridPolicy,
     VenueFilters,
     VenueFiltersError,
@@ -104,7 +104,7 @@ async def test_under_the_venue_policy_the_order_is_rounded_on_the_venues_grid() 
     )
     engine = ExecutionEngine(BacktestExecutor(Rng(1)))
     source = SourceRef(topic="decisions.v1", partition=0, offset=1)
-    (event,) = (await handle(engine, OrderBook(), verdict.decision, source)).events
+    (event,) = (await handle(engine, OrderTable(), verdict.decision, source)).events
     assert event.status is OrderStatus.FILLED
     assert (event.px_sent, event.qty) == (Decimal("64250.12"), Decimal("0.01234"))  # venue-valid
 

@@ -11,10 +11,10 @@ from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.messages import Decision
 from worker.contract.orders import OrderCtx, SourceRef
-from worker.execution.binance.client import BinanceClient, VenueCredentials
-from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
+from worker.io.binance.client import BinanceClient, VenueCredentials
+from worker.io.binance.executor import BinanceExecutor
 from worker.runtime.venue import VenueSync, execute, handle
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
@@ -40,7 +40,7 @@ def executor(
 def order(**fields: object) -> OrderCtx:
     """A prepared order (rounded, with its id and its request stamped) for a decision with `fields` overridden."""
     engine = ExecutionEngine(BinanceExecutor(BinanceClient("http://unused", VenueCredentials("k", "s"))))
-    prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(**fields)), SOURCE)
+    prepared = engine.prepare(OrderTable(), decode_json(Decision, decision_bytes(**fields)), SOURCE)
     assert prepared.order is not None
     return prepared.order
 
@@ -193,7 +193,7 @@ async def test_engine_intent_then_fill_then_reconcile(sandbox_factory: SandboxFa
     await seed_market(sandbox)
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     decision = decode_json(Decision, decision_bytes(px="64000.00", signal_row_id="rest"))
     prepared = engine.prepare(book, decision, SOURCE)
     (intent,) = prepared.events
@@ -219,7 +219,7 @@ async def test_cancel_is_an_intent_then_the_venue_acknowledgement(sandbox_factor
     await seed_market(sandbox)
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     resting = decode_json(Decision, decision_bytes(px="60000.00", signal_row_id="rest"))
     placed = await handle(engine, book, resting, SOURCE)
     (_intent, accepted) = placed.events

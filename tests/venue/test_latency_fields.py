@@ -13,8 +13,8 @@ from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
 from worker.runtime.venue import VenueSync, handle
 
 
@@ -33,7 +33,7 @@ async def test_follow_up_events_keep_latency_equal_to_ack_minus_sent(sandbox_fac
     await seed_market(sandbox)
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     events: list[ExecEvent] = []
     # A resting order, filled later: the fill is learned by reconciliation with a new ack.
     resting = decode_json(Decision, decision_bytes(px="64000.00", signal_row_id="rest"))

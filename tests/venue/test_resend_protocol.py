@@ -21,10 +21,10 @@ from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
-from worker.execution.binance.client import BinanceClient, VenueBanned, VenueCredentials
-from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import ExecutionEngine, Prepared
-from worker.execution.order_state import OrderBook
+from worker.core.engine import ExecutionEngine, Prepared
+from worker.core.order_table import OrderTable
+from worker.io.binance.client import BinanceClient, VenueBanned, VenueCredentials
+from worker.io.binance.executor import BinanceExecutor
 from worker.runtime.venue import VenueSync, execute
 from worker.sandbox.limits import Limits
 
@@ -54,7 +54,7 @@ async def deliver_copy(url: str) -> tuple[int, dict[str, object]]:
         return response.status, await response.json()
 
 
-async def settle_until(sync: VenueSync, book: OrderBook, done: object, timeout_s: float = 10.0) -> list[ExecEvent]:
+async def settle_until(sync: VenueSync, book: OrderTable, done: object, timeout_s: float = 10.0) -> list[ExecEvent]:
     """Reconciliation rounds (as the worker runs them) until `done(book)`; every event, in order."""
     events: list[ExecEvent] = []
     deadline = time.monotonic() + timeout_s
@@ -71,7 +71,7 @@ async def settle_until(sync: VenueSync, book: OrderBook, done: object, timeout_s
 
 
 def terminal(coid: str) -> object:
-    def check(book: OrderBook) -> bool:
+    def check(book: OrderTable) -> bool:
         record = book.get(coid)
         return record is not None and record.status in (
             OrderStatus.FILLED,
@@ -83,7 +83,7 @@ def terminal(coid: str) -> object:
     return check
 
 
-async def first_send(engine: ExecutionEngine, book: OrderBook, **fields: object) -> tuple[ExecEvent, ...]:
+async def first_send(engine: ExecutionEngine, book: OrderTable, **fields: object) -> tuple[ExecEvent, ...]:
     decision = decode_json(Decision, decision_bytes(**fields))
     prepared = engine.prepare(book, decision, SOURCE)
     book.commit()  # the intent is committed before the send
@@ -101,7 +101,7 @@ async def test_a_late_copy_after_not_found_is_the_only_order(sandbox_factory: Sa
     venue = executor(sandbox, timeout_s=0.2, recv_window_ms=WINDOW_MS)
     recorder = Recorder(venue)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     sent = await first_send(engine, book, signal_row_id="late", px="64300.00", tif="IOC")
     assert [e.status for e in sent] == [OrderStatus.SUBMITTED, OrderStatus.UNKNOWN]
     coid = sent[0].client_order_id
@@ -125,7 +125,7 @@ async def test_a_copy_after_expiry_is_refused_and_the_resend_is_the_only_order(
     venue = executor(sandbox, timeout_s=0.2, recv_window_ms=WINDOW_MS)
     recorder = Recorder(venue)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     sent = await first_send(engine, book, signal_row_id="expired", px="64300.00", tif="IOC")
     coid = sent[0].client_order_id
     events = await settle_until(VenueSync(engine, 4), book, terminal(coid))
@@ -146,7 +146,7 @@ async def test_at_most_three_intents_then_rejected(sandbox_factory: SandboxFacto
     sandbox = await sandbox_factory(faults=f"script={never},hang=0.3s")
     venue = executor(sandbox, timeout_s=0.1, recv_window_ms=WINDOW_MS)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     sent = await first_send(engine, book, signal_row_id="never", px="64300.00", tif="IOC")
     coid = sent[0].client_order_id
     events = await settle_until(VenueSync(engine, 4), book, terminal(coid), timeout_s=20)
@@ -166,7 +166,7 @@ async def test_an_expired_intent_is_never_signed(sandbox_factory: SandboxFactory
     sandbox = await sandbox_factory()
     venue = executor(sandbox, recv_window_ms=WINDOW_MS)
     engine = ExecutionEngine(venue)
-    prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(signal_row_id="old")), SOURCE)
+    prepared = engine.prepare(OrderTable(), decode_json(Decision, decision_bytes(signal_row_id="old")), SOURCE)
     assert prepared.order is not None
     # The worker paused between the commit of the intent and the send.
     stale = prepared.order.model_copy(update={"sent_ts_ms": venue.clock.now_ms() - WINDOW_MS})
@@ -205,7 +205,7 @@ async def test_an_html_502_is_an_unknown_outcome_not_a_crash(html_502_venue: str
     client = BinanceClient(html_502_venue, VenueCredentials("k", "s"), timeout_s=1.0, clock_safety_ms=50)
     venue = BinanceExecutor(client, backoff_s=0.01, max_backoff_s=0.02)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     events = await first_send(engine, book, signal_row_id="proxy")
     await venue.close()
     assert [e.status for e in events] == [OrderStatus.SUBMITTED, OrderStatus.UNKNOWN]
@@ -215,7 +215,7 @@ async def test_after_a_418_no_request_of_any_kind_is_sent(sandbox_factory: Sandb
     sandbox = await sandbox_factory(faults="script=418,retry_after=60")
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
-    events = await first_send(engine, OrderBook(), signal_row_id="banned")
+    events = await first_send(engine, OrderTable(), signal_row_id="banned")
     assert events[-1].reason == "venue_banned"
     with pytest.raises(VenueBanned):
         await venue.query(events[-1].client_order_id, "BTCUSDT")
@@ -230,7 +230,7 @@ async def test_200_resting_orders_settle_within_binance_weight_limit(sandbox_fac
     await seed_market(sandbox, px="64250.00")
     venue = executor(sandbox)
     engine = ExecutionEngine(venue)
-    book = OrderBook()
+    book = OrderTable()
     for index in range(200):
         px = Decimal("60000.00") - index
         await first_send(engine, book, signal_row_id=f"rest{index}", px=str(px))

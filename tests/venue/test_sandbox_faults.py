@@ -12,7 +12,7 @@ from aiohttp import ClientSession, ClientTimeout
 
 from tests.venue.conftest import RunningSandbox, SandboxFactory
 from worker.cli.main import main
-from worker.execution.binance.protocol import API_KEY_HEADER, signed_query
+from worker.io.binance.protocol import API_KEY_HEADER, signed_query
 from worker.sandbox.faults import Draw, Fault, FaultPlan, FaultSpecError
 from worker.sandbox.limits import Limits
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET

@@ -307,7 +307,8 @@ def test_symbols_from_a_simple_file_and_from_a_saved_exchange_info(tmp_path: Pat
 
 
 async def test_the_worker_loads_the_venues_filters_from_the_sandbox(sandbox_factory: SandboxFactory) -> None:
-    from worker.execution.venue_filters import VenueFilters, VenueFiltersError, load_venue_filters
+    from worker.core.venue_filters import VenueFilters, VenueFiltersError
+    from worker.io.binance.filters import load_venue_filters
 
     sandbox = await sandbox_factory()
     filters = await load_venue_filters(sandbox.url)

@@ -10,9 +10,9 @@ from tests.venue.test_binance_executor import SOURCE, executor, seed_market
 from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
 from worker.contract.messages import Decision
-from worker.execution.engine import EngineConfig, ExecutionEngine
-from worker.execution.order_state import OrderBook
-from worker.execution.venue_filters import GridPolicy
+from worker.core.engine import EngineConfig, ExecutionEngine
+from worker.core.order_table import OrderTable
+from worker.core.venue_filters import GridPolicy
 from worker.runtime.venue import handle
 
 # BTCUSDT on the sandbox (and Binance): tick 0.01, step 0.00001, min notional 5.
@@ -24,7 +24,7 @@ async def test_a_decision_the_venue_grid_refuses_is_denied_with_the_reason(sandb
     venue = executor(sandbox)
     await venue.start()
     engine = ExecutionEngine(venue, EngineConfig(venue_grid=GridPolicy.DENY))
-    prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
+    prepared = engine.prepare(OrderTable(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
     await venue.close()
     (denied,) = prepared.events
     assert (denied.status, denied.reason) == (OrderStatus.DENIED, "venue_filter:tick_size 0.001 vs 0.01")
@@ -37,7 +37,7 @@ async def test_the_venue_grid_policy_moves_the_decision_onto_the_venue_grid(sand
     venue = executor(sandbox)
     await venue.start()
     engine = ExecutionEngine(venue, EngineConfig(venue_grid=GridPolicy.VENUE))
-    result = await handle(engine, OrderBook(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
+    result = await handle(engine, OrderTable(), decode_json(Decision, decision_bytes(**FINE_TICK)), SOURCE)
     await venue.close()
     intent, answer = result.events
     assert intent.px_sent == Decimal("64250.12") and intent.rounding_applied
@@ -49,6 +49,6 @@ async def test_a_symbol_the_venue_does_not_list_is_denied(sandbox_factory: Sandb
     venue = executor(sandbox)
     await venue.start()
     engine = ExecutionEngine(venue, EngineConfig(venue_grid=GridPolicy.VENUE))
-    prepared = engine.prepare(OrderBook(), decode_json(Decision, decision_bytes(symbol="NOPEUSDT")), SOURCE)
+    prepared = engine.prepare(OrderTable(), decode_json(Decision, decision_bytes(symbol="NOPEUSDT")), SOURCE)
     await venue.close()
     assert [(e.status, e.reason) for e in prepared.events] == [(OrderStatus.DENIED, "venue_filter:unknown_symbol")]

@@ -19,10 +19,10 @@ from worker.cli.progress import progress_bar
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
 from worker.contract.messages import MarketSnapshot
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import EngineConfig, ExecutionEngine
-from worker.execution.fills import FillModel, fill_model
-from worker.execution.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import EngineConfig, ExecutionEngine
+from worker.core.fills import FillModel, fill_model
+from worker.core.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng

@@ -24,11 +24,11 @@ from worker.cli.run_config import (
 )
 from worker.contract.enums import ExecutorKind
 from worker.contract.executor import IExecutor
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.binance.client import BinanceClient, VenueCredentials
-from worker.execution.binance.executor import BinanceExecutor
-from worker.execution.engine import EngineConfig, ExecutionEngine
-from worker.execution.venue_filters import GridPolicy, VenueFiltersError
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import EngineConfig, ExecutionEngine
+from worker.core.venue_filters import GridPolicy, VenueFiltersError
+from worker.io.binance.client import BinanceClient, VenueCredentials
+from worker.io.binance.executor import BinanceExecutor
 from worker.io.partitioner import Partitioner
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
-from worker.execution.binance.protocol import ErrorCode
+from worker.io.binance.protocol import ErrorCode
 from worker.policy.ids import event_seq as seq_of
 
 UNSENT = frozenset({OrderStatus.DENIED, OrderStatus.THROTTLED})

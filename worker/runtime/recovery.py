@@ -22,7 +22,7 @@ from worker.codec.json_codec import encode_json
 from worker.codec.wire import JsonWire, WireCodec
 from worker.contract.events import ExecEvent
 from worker.contract.state_machine import IllegalTransition
-from worker.execution.order_state import OrderBook
+from worker.core.order_table import OrderTable
 from worker.io.kafka import KafkaConfig
 from worker.io.outbox import Outbox, OutboxLine, stream_of
 from worker.policy.pretrade import PolicyState, PreTradePolicy
@@ -40,7 +40,7 @@ class HistoryUnreadable(RuntimeError):
 
 @dataclass
 class RebuiltPartition:
-    book: OrderBook
+    book: OrderTable
     policy: PolicyState
     events_read: int
     republished: int
@@ -68,7 +68,7 @@ async def rebuild_partitions(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        result = {tp.partition: RebuiltPartition(OrderBook(), PolicyState(), 0, 0, {}) for tp in tps}
+        result = {tp.partition: RebuiltPartition(OrderTable(), PolicyState(), 0, 0, {}) for tp in tps}
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=_REBUILD_FETCH)

@@ -31,9 +31,9 @@ from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import SourceRef
 from worker.contract.trusted import trusted
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
-from worker.execution.order_state import OrderBook
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.order_table import OrderTable
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.ids import event_seq
 from worker.runtime.venue import handle
@@ -207,7 +207,7 @@ async def _fold(
     result = ReplayResult(decisions=len(decisions), rejected=rejected)
     if progress is not None:
         progress(0, len(decisions))
-    book = OrderBook()
+    book = OrderTable()
     digest = hashlib.sha256()
     pending: list[OutboxLine] = []
     venue = engine.executor if isinstance(engine.executor, BacktestExecutor) else None

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES
 from worker.contract.enums import ExecutorKind
-from worker.execution.binance.clock import SAFETY_MS
+from worker.io.binance.clock import SAFETY_MS
 from worker.io.partitioner import Partitioner
 
 

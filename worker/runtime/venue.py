@@ -27,9 +27,9 @@ from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import is_terminal
-from worker.execution.binance.clock import VenueClock
-from worker.execution.engine import CommandResult, ExecutionEngine, Prepared
-from worker.execution.order_state import OrderBook, OrderRecord
+from worker.core.engine import CommandResult, ExecutionEngine, Prepared
+from worker.core.order_table import OrderRecord, OrderTable
+from worker.io.binance.clock import VenueClock
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Settled:
     pending: bool = False  # something is still waiting (an unexpired request, a failed query)
 
 
-async def execute(engine: ExecutionEngine, book: OrderBook, prepared: Prepared) -> CommandResult:
+async def execute(engine: ExecutionEngine, book: OrderTable, prepared: Prepared) -> CommandResult:
     """Hands a prepared command to the executor and gives its answer to the engine."""
     if prepared.order is not None:
         result = await engine.executor.submit(prepared.order)
@@ -65,7 +65,7 @@ async def execute(engine: ExecutionEngine, book: OrderBook, prepared: Prepared) 
     return CommandResult(dropped=prepared.dropped)
 
 
-async def handle(engine: ExecutionEngine, book: OrderBook, decision: Decision, source: SourceRef) -> CommandResult:
+async def handle(engine: ExecutionEngine, book: OrderTable, decision: Decision, source: SourceRef) -> CommandResult:
     """Both phases at once, for executors without outside effects (replay) and for tests."""
     prepared = engine.prepare(book, decision, source)
     if not prepared.needs_executor:
@@ -74,7 +74,7 @@ async def handle(engine: ExecutionEngine, book: OrderBook, decision: Decision, s
     return CommandResult(prepared.events + sent.events, sent.dropped)
 
 
-async def cancel(engine: ExecutionEngine, book: OrderBook, client_order_id: str) -> tuple[ExecEvent, ...]:
+async def cancel(engine: ExecutionEngine, book: OrderTable, client_order_id: str) -> tuple[ExecEvent, ...]:
     """Sends the DELETE of an order with a committed cancel intent; the engine records the answer."""
     record = book.get(client_order_id)
     if record is None or is_terminal(record.status) or not record.cancel_requested:
@@ -83,7 +83,7 @@ async def cancel(engine: ExecutionEngine, book: OrderBook, client_order_id: str)
     return engine.cancel_answered(book, client_order_id, await venue.cancel(client_order_id, record.last.symbol))
 
 
-async def _change(engine: ExecutionEngine, book: OrderBook, decision: Decision) -> CommandResult:
+async def _change(engine: ExecutionEngine, book: OrderTable, decision: Decision) -> CommandResult:
     target = decision.target_client_order_id
     assert target is not None
     if engine.executor.requires_intent and decision.action is Action.CANCEL:
@@ -108,7 +108,7 @@ class VenueSync:
     def venue(self) -> LiveVenue:
         return self.engine.executor  # type: ignore[return-value]
 
-    async def send(self, book: OrderBook, prepared: Sequence[Prepared]) -> list[CommandResult]:
+    async def send(self, book: OrderTable, prepared: Sequence[Prepared]) -> list[CommandResult]:
         """Sends committed intents concurrently (bounded); results in input order."""
         if not prepared:
             return []
@@ -123,7 +123,7 @@ class VenueSync:
 
         return list(await asyncio.gather(*(one(item) for item in prepared)))
 
-    async def settle(self, book: OrderBook) -> Settled:
+    async def settle(self, book: OrderTable) -> Settled:
         """One round over a partition's open orders (staged in `book`; the caller commits)."""
         result = Settled()
         in_flight: list[OrderRecord] = []
@@ -140,7 +140,7 @@ class VenueSync:
         await self._settle_in_flight(book, in_flight, result)
         return result
 
-    async def _settle_in_flight(self, book: OrderBook, records: list[OrderRecord], result: Settled) -> None:
+    async def _settle_in_flight(self, book: OrderTable, records: list[OrderRecord], result: Settled) -> None:
         """Queries every expired in-flight order (concurrently), then decides them all at once.
 
         Deciding as each answer came in stamped the first resends a whole round of queries
@@ -175,7 +175,7 @@ class VenueSync:
             if resolution.resend is not None:
                 result.resends.append(resolution.resend)
 
-    async def _settle_open(self, book: OrderBook, symbol: str, group: list[OrderRecord], result: Settled) -> None:
+    async def _settle_open(self, book: OrderTable, symbol: str, group: list[OrderRecord], result: Settled) -> None:
         try:
             at_venue: dict[str, ExecResult] | None = await self.venue.open_orders(symbol)
         except Exception as exc:

@@ -3,7 +3,7 @@
 Per input partition number p the worker owns:
   * a transactional producer with id `{prefix}-p{p}` (started on assignment, which fences any
     previous owner and completes or aborts its open transaction before we read offsets);
-  * the partition's `OrderBook`, rebuilt from `exec-events` partition p;
+  * the partition's `OrderTable`, rebuilt from `exec-events` partition p;
   * the outbox mark for exec-events partition p.
 
 A batch of p is: decode -> engine -> [begin txn; send exec-events to partition p and DLQ records;
@@ -30,9 +30,9 @@ from worker.codec.errors import DecodeError, ErrorClass
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.messages import Decision, Signal
 from worker.contract.orders import SourceRef
-from worker.execution.engine import ExecutionEngine, Prepared
-from worker.execution.order_state import OrderBook
-from worker.execution.venue_filters import VenueFiltersError, VenueNotReady
+from worker.core.engine import ExecutionEngine, Prepared
+from worker.core.order_table import OrderTable
+from worker.core.venue_filters import VenueFiltersError, VenueNotReady
 from worker.io.kafka import PRODUCER_BATCH_BYTES, BrokerUnreachable, KafkaConfig, topic_partitions
 from worker.io.outbox import Outbox, OutboxLine
 from worker.io.partitioner import partition_for
@@ -75,7 +75,7 @@ Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 class PartitionOwner:
     partition: int
     producer: AIOKafkaProducer
-    book: OrderBook
+    book: OrderTable
     policy: PolicyState  # committed; a batch works on a copy, kept only if it commits
     # Next input offset to process per topic-partition. Records below it were already committed;
     # the fetcher can hand them out again around a seek, so they are skipped here, not trusted.

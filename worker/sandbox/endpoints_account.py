@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from worker.execution.binance.protocol import ErrorCode
+from worker.io.binance.protocol import ErrorCode
 from worker.sandbox.account import order_view
 from worker.sandbox.errors import ApiError
 from worker.sandbox.limits import WEIGHTS

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from worker.execution.binance.protocol import ErrorCode
+from worker.io.binance.protocol import ErrorCode
 from worker.sandbox.errors import ApiError
 from worker.sandbox.limits import WEIGHTS
 from worker.sandbox.symbols import Listing

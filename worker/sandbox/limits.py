@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.execution.binance.protocol import ORDER_COUNT_HEADER, USED_WEIGHT_HEADER, ErrorCode
+from worker.io.binance.protocol import ORDER_COUNT_HEADER, USED_WEIGHT_HEADER, ErrorCode
 
 ORDER_COUNT_DAY_HEADER = "X-MBX-ORDER-COUNT-1D"
 TOO_MANY_ORDERS = -1015

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.execution.binance.protocol import API_KEY_HEADER, ErrorCode
+from worker.io.binance.protocol import API_KEY_HEADER, ErrorCode
 from worker.sandbox import endpoints_account, endpoints_market
 from worker.sandbox.account import Account
 from worker.sandbox.errors import ApiError

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from urllib.parse import parse_qsl
 
-from worker.execution.binance.protocol import ErrorCode
+from worker.io.binance.protocol import ErrorCode
 from worker.sandbox.errors import ApiError
 
 

@@ -146,7 +146,7 @@ pub fn rng_bits64(seed: i64, key: &str) -> u64 {
     u64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
 }
 
-/// `worker.execution.latency.LatencyModel.sample_ms`; `thresholds` descending (the Python table).
+/// `worker.core.latency.LatencyModel.sample_ms`; `thresholds` descending (the Python table).
 pub fn latency_ms(base_ms: i64, thresholds: &[u128], seed: i64, client_order_id: &str) -> i64 {
     if thresholds.is_empty() {
         return base_ms;
@@ -160,7 +160,7 @@ pub fn latency_ms(base_ms: i64, thresholds: &[u128], seed: i64, client_order_id:
     base_ms + count as i64 - 1
 }
 
-/// `worker.execution.slippage.slippage_bps`.
+/// `worker.core.slippage.slippage_bps`.
 pub fn slippage_bps(side: Side, px_intent: Option<&Dec>, px_fill: Option<&Dec>) -> Option<Dec> {
     let (intent, fill) = (px_intent?, px_fill?);
     let signed = if side == Side::Buy { fill.sub(intent) } else { intent.sub(fill) };

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.contract.messages import MarketSnapshot
-from worker.execution.fills import Quote
+from worker.core.fills import Quote
 
 # Upstream's defaults: carry a direction across at most 50 unchanged prices or 5 seconds.
 DEFAULT_MAX_CARRY = 50

@@ -36,7 +36,7 @@ class OrderRecord:
         return not self.venue_confirmed and not is_terminal(self.status) and self.expires_ms is not None
 
 
-class OrderBook:
+class OrderTable:
     """Answers "have I seen this client_order_id, and where is it in its life?"."""
 
     def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """The functional core: one decision in, its exec-events out.
 
 decision -> round to the venue grid -> derive the client order id -> idempotency check ->
-pre-trade gates -> executor -> exec-event, folded into the partition's `OrderBook`.
+pre-trade gates -> executor -> exec-event, folded into the partition's `OrderTable`.
 Everything but the executor call is pure; the executor is the only thing that differs between a
 backtest and live trading.
 
@@ -26,9 +26,9 @@ from worker.contract.messages import Decision
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.contract.trusted import trusted
-from worker.execution.order_state import OrderBook
-from worker.execution.slippage import slippage_bps
-from worker.execution.venue_filters import GridPolicy, check_decision
+from worker.core.order_table import OrderTable
+from worker.core.slippage import slippage_bps
+from worker.core.venue_filters import GridPolicy, check_decision
 from worker.policy.clock import TimeProvider
 from worker.policy.gating import GateOutcome
 from worker.policy.ids import client_order_id, event_id
@@ -100,7 +100,7 @@ class ExecutionEngine:
         # Stamps intents (live only) with the venue's clock: every request's expiry is on it.
         self.clock = clock if clock is not None else getattr(executor, "clock", None)
 
-    def prepare(self, book: OrderBook, decision: Decision, source: SourceRef) -> Prepared:
+    def prepare(self, book: OrderTable, decision: Decision, source: SourceRef) -> Prepared:
         """The pure phase: round, derive the id, check idempotency and gates; no executor call.
 
         For an executor with outside effects the order's SUBMITTED intent is part of the result,
@@ -173,7 +173,7 @@ class ExecutionEngine:
         intent = trusted(ExecResult, status=OrderStatus.SUBMITTED, px_sent=order.px, sent_ts_ms=order.sent_ts_ms)
         return Prepared(events=self._emit(book, self._intent(self._sent(book, order, intent), order)), order=order)
 
-    def _deny_unrounded(self, book: OrderBook, decision: Decision, source: SourceRef, reason: str) -> Prepared:
+    def _deny_unrounded(self, book: OrderTable, decision: Decision, source: SourceRef, reason: str) -> Prepared:
         """DENIED before rounding (off the grid, or the venue's grid refuses it): the id is derived
         from the decision as given."""
         coid = client_order_id(decision.signal_row_id, decision.ts_ms, decision.side, decision.qty, decision.px)
@@ -201,14 +201,14 @@ class ExecutionEngine:
         }
         return event.model_copy(update=request)
 
-    def submitted(self, book: OrderBook, order: OrderCtx, result: ExecResult) -> tuple[ExecEvent, ...]:
+    def submitted(self, book: OrderTable, order: OrderCtx, result: ExecResult) -> tuple[ExecEvent, ...]:
         """The executor's answer to a new order: its first event (a backtest), or the answer to
         its committed intent (a venue)."""
         if not self.executor.requires_intent:
             return self._emit(book, self._sent(book, order, result))
         return self.answer(book, order.client_order_id, result)
 
-    def answer(self, book: OrderBook, client_order_id: str, result: ExecResult) -> tuple[ExecEvent, ...]:
+    def answer(self, book: OrderTable, client_order_id: str, result: ExecResult) -> tuple[ExecEvent, ...]:
         """Records a venue's answer to an intent (or UNKNOWN when there was none)."""
         record = book.get(client_order_id)
         if record is None or is_terminal(record.status):
@@ -232,7 +232,7 @@ class ExecutionEngine:
             update["px_sent"] = result.px_sent
         return self._follow_up(book, client_order_id, update)
 
-    def observe(self, book: OrderBook, client_order_id: str, venue: ExecResult) -> tuple[ExecEvent, ...]:
+    def observe(self, book: OrderTable, client_order_id: str, venue: ExecResult) -> tuple[ExecEvent, ...]:
         """Records what the venue says of an order it holds (a fill, an expiry), if it is news.
 
         For answers to a query (`reconcile`) and for fills a simulated venue reports as its
@@ -262,7 +262,7 @@ class ExecutionEngine:
             update["latency_ms"] = ack - sent if ack is not None and sent is not None else None
         return self._follow_up(book, client_order_id, update)
 
-    def resolve_in_flight(self, book: OrderBook, client_order_id: str, venue: ExecResult | None) -> Resolution:
+    def resolve_in_flight(self, book: OrderTable, client_order_id: str, venue: ExecResult | None) -> Resolution:
         """An in-flight order after every copy of its request expired, given the venue's answer.
 
         The caller queries only once `record.expires_ms` has certainly passed on the venue's
@@ -299,11 +299,11 @@ class ExecutionEngine:
         }
         return Resolution(self._follow_up(book, client_order_id, update), order)
 
-    def give_up(self, book: OrderBook, client_order_id: str, reason: str) -> tuple[ExecEvent, ...]:
+    def give_up(self, book: OrderTable, client_order_id: str, reason: str) -> tuple[ExecEvent, ...]:
         """Ends an in-flight order that cannot be sent again (its source is gone)."""
         return self._follow_up(book, client_order_id, {"status": OrderStatus.REJECTED, "reason": reason})
 
-    def _follow_up(self, book: OrderBook, client_order_id: str, update: Mapping[str, object]) -> tuple[ExecEvent, ...]:
+    def _follow_up(self, book: OrderTable, client_order_id: str, update: Mapping[str, object]) -> tuple[ExecEvent, ...]:
         record = book.get(client_order_id)
         assert record is not None
         update = {**update, "event_id": event_id(client_order_id, record.events + 1)}
@@ -314,7 +314,7 @@ class ExecutionEngine:
             log.error("order %s: %s; venue state not applied", client_order_id, exc)
             return ()
 
-    def _prepare_change(self, book: OrderBook, decision: Decision, source: SourceRef) -> Prepared:
+    def _prepare_change(self, book: OrderTable, decision: Decision, source: SourceRef) -> Prepared:
         target = decision.target_client_order_id
         assert target is not None  # the Decision validator guarantees it for CANCEL/AMEND
         record = book.get(target)
@@ -341,7 +341,7 @@ class ExecutionEngine:
             return Prepared(events=self._follow_up(book, target, intent), change=decision)
         return Prepared(change=decision)
 
-    def cancel_answered(self, book: OrderBook, client_order_id: str, result: CancelResult) -> tuple[ExecEvent, ...]:
+    def cancel_answered(self, book: OrderTable, client_order_id: str, result: CancelResult) -> tuple[ExecEvent, ...]:
         """The venue's answer to the DELETE of a committed cancel intent.
 
         CANCELED ends the order; a refusal is recorded with the venue's reason (the order's own
@@ -362,7 +362,9 @@ class ExecutionEngine:
             return self._follow_up(book, client_order_id, refused)
         return ()
 
-    def change_answered(self, book: OrderBook, decision: Decision, result: CancelResult | AmendResult) -> CommandResult:
+    def change_answered(
+        self, book: OrderTable, decision: Decision, result: CancelResult | AmendResult
+    ) -> CommandResult:
         """A simulated venue's answer to a CANCEL or AMEND (a live venue's cancel goes through a
         committed intent, `cancel_answered`). Local state changes only on an acknowledgement."""
         target = decision.target_client_order_id
@@ -390,7 +392,7 @@ class ExecutionEngine:
         _keep_latency(record.last, update)
         return CommandResult(self._emit(book, record.last.model_copy(update=update)))
 
-    def _emit(self, book: OrderBook, event: ExecEvent) -> tuple[ExecEvent, ...]:
+    def _emit(self, book: OrderTable, event: ExecEvent) -> tuple[ExecEvent, ...]:
         book.apply(event)
         return (event,)
 
@@ -431,7 +433,7 @@ class ExecutionEngine:
             source=source,
         )
 
-    def _sent(self, book: OrderBook, order: OrderCtx, result: ExecResult) -> ExecEvent:
+    def _sent(self, book: OrderTable, order: OrderCtx, result: ExecResult) -> ExecEvent:
         # Slippage is measured against the upstream intent, so the rounding move is included.
         record = book.get(order.client_order_id)
         return trusted(

@@ -25,7 +25,8 @@ from tenacity.wait import wait_random_exponential
 
 from worker.contract.enums import ExecutorKind, OrderStatus, OrderType
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx
-from worker.execution.binance.client import (
+from worker.core.venue_filters import VenueFilters
+from worker.io.binance.client import (
     BinanceClient,
     NotSent,
     RequestExpired,
@@ -34,8 +35,7 @@ from worker.execution.binance.client import (
     VenueError,
     VenueRejected,
 )
-from worker.execution.binance.protocol import VENUE_STATUS, ErrorCode
-from worker.execution.venue_filters import VenueFilters
+from worker.io.binance.protocol import VENUE_STATUS, ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Decisions carry the grid Strategy+Risk believed in (`tick_size`, `step_size`, `min_notional`);
 the venue has the final word. `parse_exchange_info` reads Binance's filters (PRICE_FILTER,
-LOT_SIZE, NOTIONAL or the older MIN_NOTIONAL), `load_venue_filters` fetches them once at start,
+LOT_SIZE, NOTIONAL or the older MIN_NOTIONAL; the venue client fetches them once at start),
 and `check_decision` (pure) compares a decision with them:
 
 * a decision grid is *compatible* when every order it can produce is valid on the venue: its tick
@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
-
-import aiohttp
 
 from worker.contract.messages import Decision
 
@@ -131,23 +129,3 @@ def check_decision(decision: Decision, filters: Mapping[str, VenueFilters], poli
         update={"tick_size": venue.tick_size, "step_size": venue.step_size, "min_notional": venue.min_notional}
     )
     return FilterVerdict(regridded, regridded=True)
-
-
-async def load_venue_filters(base_url: str, timeout_s: float = 5.0) -> dict[str, VenueFilters]:
-    """Fetches `exchangeInfo` (unsigned, weight 20) and parses its filters; raises on any failure,
-    so a worker does not start trading on a grid it could not check."""
-    url = base_url.rstrip("/") + EXCHANGE_INFO_PATH
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.get(url) as response,
-        ):
-            status = response.status
-            info = await response.json(content_type=None) if status == 200 else None
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise VenueFiltersError(f"GET {url}: {type(exc).__name__}: {exc}") from None
-    if status != 200:
-        raise VenueFiltersError(f"GET {url}: HTTP {status}")
-    if not isinstance(info, dict):
-        raise VenueFiltersError(f"GET {url}: not a JSON object")
-    return parse_exchange_info(info)

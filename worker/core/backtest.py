@@ -37,9 +37,9 @@ from decimal import Decimal
 from worker.contract.enums import ExecutorKind, OrderStatus, Side
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx
 from worker.contract.trusted import trusted
-from worker.execution.fills import DepthFill, FillModel, ImmediateFill, Quote
-from worker.execution.latency import LatencyModel
-from worker.execution.market import MarketView
+from worker.core.fills import DepthFill, FillModel, ImmediateFill, Quote
+from worker.core.latency import LatencyModel
+from worker.core.market import MarketView
 from worker.policy.rng import Rng
 from worker.policy.rounding import EXACT
 
@@ -92,7 +92,7 @@ class _Resting:
 
 
 class BacktestExecutor:
-    """Fills orders by a pluggable model (`worker.execution.fills`; default: a LIMIT at once at its
+    """Fills orders by a pluggable model (`worker.core.fills`; default: a LIMIT at once at its
     price, a MARKET at its reference), against an optional market view in market time.
 
     Time is simulated: an order is sent at its own `event_ts_ms` and acknowledged after a seeded

@@ -24,15 +24,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from worker.execution.binance.clock import VenueClock
-from worker.execution.binance.protocol import (
+from worker.core.venue_filters import VenueFilters, VenueFiltersError, parse_exchange_info
+from worker.io.binance.clock import VenueClock
+from worker.io.binance.protocol import (
     API_KEY_HEADER,
     ORDER_COUNT_HEADER,
     USED_WEIGHT_HEADER,
     ErrorCode,
     signed_query,
 )
-from worker.execution.venue_filters import VenueFilters, VenueFiltersError, parse_exchange_info
 from worker.policy.clock import TimeProvider, WallClock
 
 log = logging.getLogger(__name__)
