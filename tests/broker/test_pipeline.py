@@ -15,9 +15,9 @@ import orjson
 from examples.gen_decisions import decisions
 from tests.bad_corpus import BAD_DECISIONS
 from tests.broker.helpers import TestTopics, committed_offsets, drain, end_offsets, produce, read_records
+from worker.core.dlq import DLQ_VALUE_KEEP_BYTES
 from worker.io.kafka import KafkaConfig
 from worker.io.outbox import Outbox
-from worker.runtime.dlq import DLQ_VALUE_KEEP_BYTES
 from worker.runtime.summary import RunSummary
 
 

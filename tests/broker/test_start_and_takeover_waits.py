@@ -25,7 +25,7 @@ from tests.broker.helpers import TestTopics, eventually, make_worker, produce, r
 from tests.broker.test_venue_takeover import Worker, sandbox_args
 from tests.factories import decision_dict
 from worker.io.kafka import KafkaConfig
-from worker.runtime import worker as worker_module
+from worker.runtime import partition as worker_module
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market

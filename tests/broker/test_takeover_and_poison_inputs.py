@@ -31,9 +31,9 @@ from tests.broker.helpers import (
 )
 from tests.broker.test_rate_linkage import burst, modes_engine
 from tests.factories import decision_dict
+from worker.core.dlq import DLQ_VALUE_KEEP_BYTES
 from worker.io.kafka import KafkaConfig
 from worker.io.partitioner import partition_for
-from worker.runtime.dlq import DLQ_VALUE_KEEP_BYTES
 from worker.runtime.summary import RunSummary
 from worker.runtime.transactions import TransactionWriter
 

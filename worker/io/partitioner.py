@@ -13,7 +13,8 @@ deployment that proves its routing some other way: see docs/operations.md).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from aiokafka.partitioner import murmur2
@@ -44,3 +45,18 @@ def partition_for(symbol: str, partitions: int, partitioner: Partitioner = Parti
     if partitioner is Partitioner.OFF:
         return None
     return _HASHES[partitioner](symbol.encode(), partitions)
+
+
+@dataclass(frozen=True)
+class InputRouting:
+    """The routing check of the core's intake (core/intake.py) for the input topics' partition counts."""
+
+    partitions: Mapping[str, int]  # input topic -> partition count
+    partitioner: Partitioner = Partitioner.MURMUR2
+
+    def expected_partition(self, topic: str, symbol: str) -> int | None:
+        count = self.partitions.get(topic)
+        return None if count is None else partition_for(symbol, count, self.partitioner)
+
+    def describe(self, topic: str) -> str:
+        return f"{self.partitions.get(topic)} partitions, {self.partitioner.value} partitioner"

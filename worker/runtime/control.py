@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -19,6 +20,7 @@ from worker.codec.errors import DecodeError
 from worker.codec.wire import WireCodec
 from worker.contract.messages import HarvestHealth, MarketSnapshot, StrategyModeCommand
 from worker.io.kafka import KafkaConfig, topic_partitions
+from worker.io.topics import TopicsFile, codec_for
 from worker.policy.pretrade import PreTradePolicy
 from worker.runtime.metrics import WorkerMetrics
 
@@ -51,6 +53,18 @@ class ControlFeed:
         self._recent: deque[int] = deque()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_topics(
+        cls, kafka: KafkaConfig, policy: PreTradePolicy, metrics: WorkerMetrics, topics: TopicsFile, schemas_dir: Path
+    ) -> ControlFeed:
+        """The feeds of a topics file's strategy_mode, harvest_health and (if any) market roles."""
+
+        def feed(role: str) -> tuple[str, WireCodec]:
+            return topics.role(role).name, codec_for(topics.role(role), schemas_dir)
+
+        market = feed("market") if "market" in topics.topics else None
+        return cls(kafka, policy, metrics, feed("strategy_mode"), feed("harvest_health"), market)
 
     async def start(self) -> None:
         """Reads both topics to their current end, then keeps following them."""

@@ -40,7 +40,7 @@ class HistoryUnreadable(RuntimeError):
 
 @dataclass
 class RebuiltPartition:
-    book: OrderTable
+    table: OrderTable
     policy: PolicyState
     events_read: int
     republished: int
@@ -87,7 +87,7 @@ async def rebuild_partitions(
                             "the partition's state cannot be rebuilt (docs/operations.md: corrupt exec-events)"
                         ) from None
                     try:
-                        folded = state.book.apply(event)
+                        folded = state.table.apply(event)
                     except IllegalTransition as exc:
                         log.error("exec-events %s history: %s; event %s skipped", tp, exc, event.event_id)
                     else:
@@ -105,7 +105,7 @@ async def rebuild_partitions(
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         for tp in tps:
-            result[tp.partition].book.commit()
+            result[tp.partition].table.commit()
             outbox.set_mark(exec_topic, tp.partition, ends[tp])
         return result
     finally:

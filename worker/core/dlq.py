@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import base64
 import hashlib
-
-from aiokafka.structs import ConsumerRecord
+from collections.abc import Sequence
+from typing import Protocol
 
 from worker.codec.errors import DecodeError
 from worker.contract.events import DlqRecord, Header
 from worker.contract.orders import SourceRef
+
+
+class InputRecord(Protocol):
+    """What the core reads of an input record (a Kafka `ConsumerRecord`, a replayed line)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
 
 # The first 64 KiB of a value are kept (88 KiB as base64): enough to see what it was, and a DLQ
 # record stays far below any broker's message limit (topics.yaml gives the DLQ 1 MiB). A larger
@@ -24,7 +44,7 @@ def _b64(raw: bytes | None) -> str | None:
     return None if raw is None else base64.b64encode(raw).decode("ascii")
 
 
-def dlq_record(record: ConsumerRecord[bytes, bytes], error: DecodeError) -> DlqRecord:
+def dlq_record(record: InputRecord, error: DecodeError) -> DlqRecord:
     value = record.value
     cut = value is not None and len(value) > DLQ_VALUE_KEEP_BYTES
     return DlqRecord(
