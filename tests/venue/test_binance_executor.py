@@ -15,6 +15,7 @@ from worker.core.engine import ExecutionEngine
 from worker.core.order_table import OrderTable
 from worker.io.binance.client import BinanceClient, VenueCredentials
 from worker.io.binance.executor import BinanceExecutor
+from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.venue import VenueSync, execute, handle
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
@@ -259,3 +260,23 @@ async def test_cancel_is_an_intent_then_the_venue_acknowledgement(sandbox_factor
     (final,) = (await VenueSync(engine, 4).settle(book)).events
     await venue.close()
     assert (final.status, final.qty_filled) == (OrderStatus.FILLED, open_order.qty)
+
+
+async def test_latency_is_the_answered_round_trip_without_the_backoff(sandbox_factory: SandboxFactory) -> None:
+    """Issue 12: `executor_latency_ms` included the retry backoff (here the venue's 1 s Retry-After);
+    the event keeps `latency_ms == ack_ts_ms - sent_ts_ms`, the metric gets the round trip."""
+    sandbox = await sandbox_factory(faults="script=429,retry_after=1")
+    venue = executor(sandbox)
+    result = await venue.submit(order())
+    await venue.close()
+    assert result.latency_ms is not None and result.latency_ms >= 900  # sent at the intent's timestamp
+    assert result.round_trip_ms is not None and result.round_trip_ms < 500
+
+    metrics = WorkerMetrics()
+    table = OrderTable()
+    engine = ExecutionEngine(venue)
+    prepared = engine.prepare(table, decode_json(Decision, decision_bytes()), SOURCE)
+    assert prepared.order is not None
+    events = prepared.events + engine.submitted(table, prepared.order, result)
+    metrics.committed(events, {prepared.order.client_order_id: result.round_trip_ms})
+    assert metrics.registry.get_sample_value("executor_latency_ms_sum") == result.round_trip_ms

@@ -80,6 +80,12 @@ class ExecResult(BaseModel):
     qty_filled: NonNegativeDecimal = Field(default=Decimal(0), description="Cumulative filled quantity.")
     sent_ts_ms: int | None = Field(default=None, description="When the order was sent.")
     ack_ts_ms: int | None = Field(default=None, description="When the venue acknowledged it.")
+    round_trip_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="The round trip of the request that was answered, without retry backoff (live venues); "
+        "null when no request was answered or the executor is simulated.",
+    )
 
     @property
     def accepted(self) -> bool:

@@ -60,6 +60,7 @@ class CommandResult:
     events: tuple[ExecEvent, ...] = ()
     # "duplicate", "unknown_target", "target_terminal", "unknown_outcome", "cancel_*", "amend_*"
     dropped: str | None = None
+    round_trip_ms: int | None = None  # a live venue's answer time for a new order, without backoff
 
 
 @dataclass(frozen=True, slots=True)

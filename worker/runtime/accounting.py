@@ -4,7 +4,7 @@ mode-switch audit."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.policy.modes import ModeSwitch
@@ -28,13 +28,16 @@ class Accounting:
         dead: Sequence[DlqRecord] = (),
         dropped: Sequence[str] = (),
         switches: Sequence[ModeSwitch] = (),
+        round_trips: Mapping[str, int] | None = None,
     ) -> None:
+        """`round_trips`: a live venue's answer times by client order id (without retry backoff),
+        the latency recorded for those orders instead of their events' `latency_ms`."""
         self.audit(switches)
         self.summary.consumed += consumed
         self.summary.transactions += 1
-        self.summary.add_events(list(events))
+        self.summary.add_events(list(events), round_trips)
         self.metrics.batches.labels("committed").inc()
-        self.metrics.committed(list(events))
+        self.metrics.committed(list(events), round_trips)
         self.order_log.committed(list(events), list(dead))
         for record in dead:
             self.summary.dlq[record.error_class] += 1

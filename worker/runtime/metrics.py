@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Counter_
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -152,8 +152,9 @@ class WorkerMetrics:
         for outcome in BATCH_OUTCOMES:
             self.batches.labels(outcome)
 
-    def committed(self, events: Iterable[ExecEvent]) -> None:
-        """Counts a committed batch's events (never an aborted one's), one increment per label."""
+    def committed(self, events: Iterable[ExecEvent], round_trips: Mapping[str, int] | None = None) -> None:
+        """Counts a committed batch's events (never an aborted one's), one increment per label;
+        an order's latency once, its venue round trip if known (`round_trips`), else its event's."""
         by_status: Counter_[OrderStatus] = Counter_()
         by_order: Counter_[tuple[OrderStatus, str]] = Counter_()
         observed: Counter_[str] = Counter_()
@@ -168,7 +169,7 @@ class WorkerMetrics:
                 continue
             by_order[(event.status, reason_label(event.reason))] += 1
             if event.status not in (OrderStatus.DENIED, OrderStatus.THROTTLED) and event.latency_ms is not None:
-                self.latency.observe(event.latency_ms)
+                self.latency.observe((round_trips or {}).get(event.client_order_id, event.latency_ms))
         for rule, count in observed.items():
             self.rule_observed.labels(rule, RULE_OUTCOME.get(rule, "unknown")).inc(count)
         for status, count in by_status.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -43,7 +44,7 @@ class RunSummary:
     rules: list[str] = field(default_factory=list)
     _decisions: OrderDecisions = field(default_factory=OrderDecisions, repr=False)
 
-    def add_events(self, events: list[ExecEvent]) -> None:
+    def add_events(self, events: list[ExecEvent], round_trips: Mapping[str, int] | None = None) -> None:
         self.events += len(events)
         for event in events:
             self.by_status[event.status.value] += 1
@@ -58,7 +59,7 @@ class RunSummary:
                 and event.latency_ms is not None
                 and event.status not in (OrderStatus.DENIED, OrderStatus.THROTTLED)
             ):
-                self.latencies_ms.record(event.latency_ms)
+                self.latencies_ms.record((round_trips or {}).get(event.client_order_id, event.latency_ms))
 
     def render(self, elapsed_s: float, outbox_root: str, metrics_url: str | None) -> str:
         latencies = self.latencies_ms

@@ -59,10 +59,19 @@ async def execute(engine: ExecutionEngine, book: OrderTable, prepared: Prepared)
     """Hands a prepared command to the executor and gives its answer to the engine."""
     if prepared.order is not None:
         result = await engine.executor.submit(prepared.order)
-        return CommandResult(engine.submitted(book, prepared.order, result))
+        return CommandResult(engine.submitted(book, prepared.order, result), round_trip_ms=result.round_trip_ms)
     if prepared.change is not None:
         return await _change(engine, book, prepared.change)
     return CommandResult(dropped=prepared.dropped)
+
+
+def round_trips(sent: Sequence[Prepared], results: Sequence[CommandResult]) -> dict[str, int]:
+    """The venue's answer time of each new order sent (no retry backoff), by client order id."""
+    return {
+        item.order.client_order_id: result.round_trip_ms
+        for item, result in zip(sent, results, strict=True)
+        if item.order is not None and result.round_trip_ms is not None
+    }
 
 
 async def handle(engine: ExecutionEngine, book: OrderTable, decision: Decision, source: SourceRef) -> CommandResult:

@@ -43,7 +43,7 @@ from worker.runtime.settings import WorkerSettings
 from worker.runtime.startup import Startup
 from worker.runtime.summary import RunSummary
 from worker.runtime.transactions import TransactionWriter
-from worker.runtime.venue import VenueSync
+from worker.runtime.venue import VenueSync, round_trips
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,8 @@ class ExecWorker:
         sent = await self.venue.send(owner.table, to_send)
         answers = [e for result in sent for e in result.events]
         if await self._transact(owner, answers, [], {}):
-            self.accounting.committed(0, answers, dropped=[r.dropped for r in sent if r.dropped])
+            trips = round_trips(to_send, sent)
+            self.accounting.committed(0, answers, dropped=[r.dropped for r in sent if r.dropped], round_trips=trips)
         else:
             owner.reconcile_due = True
 

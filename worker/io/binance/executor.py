@@ -101,8 +101,11 @@ class BinanceExecutor:
     async def submit(self, order: OrderCtx) -> ExecResult:
         assert order.sent_ts_ms is not None and order.recv_window_ms is not None, "a live order needs its intent"
         sent = order.sent_ts_ms
+        timing: list[int] = []
         try:
-            body = await self._retrying(_not_processed, "POST", _order_params(order), sent, order.recv_window_ms)
+            body = await self._retrying(
+                _not_processed, "POST", _order_params(order), sent, order.recv_window_ms, timing=timing
+            )
         except VenueBanned:
             return self._result(OrderStatus.REJECTED, sent, reason="venue_banned")
         except RequestExpired:
@@ -123,7 +126,7 @@ class BinanceExecutor:
         except UnknownOutcome as exc:
             log.warning("order %s: outcome unknown (%s)", order.client_order_id, exc)
             return await self._look_up(order, sent, "unknown_outcome")
-        return self._from_venue(body, sent)
+        return self._from_venue(body, sent).model_copy(update={"round_trip_ms": timing[-1] if timing else None})
 
     async def query(self, client_order_id: str, symbol: str) -> ExecResult | None:
         """The venue's view of an order, or None when the venue has no such order."""
@@ -212,7 +215,10 @@ class BinanceExecutor:
         timestamp_ms: int | None = None,
         recv_window_ms: int | None = None,
         path: str = ORDER_PATH,
+        timing: list[int] | None = None,
     ) -> dict[str, Any]:
+        """The request, retried on `retry_on`; `timing` gets the round trip (ms) of the try that
+        was answered, so that latency excludes the backoff between tries."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_tries),
             wait=_wait(self._backoff),
@@ -221,7 +227,11 @@ class BinanceExecutor:
         )
         async for attempt in retrying:
             with attempt:
-                return await self.client.call(method, path, params, timestamp_ms, recv_window_ms)
+                started = self.clock.local_ms()
+                body = await self.client.call(method, path, params, timestamp_ms, recv_window_ms)
+                if timing is not None:
+                    timing.append(self.clock.local_ms() - started)
+                return body
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _from_venue(self, body: dict[str, Any], sent_ts_ms: int | None) -> ExecResult:
