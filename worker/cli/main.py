@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from worker import __version__
 from worker.cli import (
     config_cmd,
+    diff_cmd,
     dlq_cmd,
     explain_cmd,
     produce_cmd,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         sandbox_cmd,
         config_cmd,
         explain_cmd,
+        diff_cmd,  # i14diff
     ):
         module.register(sub)
     return parser

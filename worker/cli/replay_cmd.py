@@ -22,6 +22,7 @@ from worker.contract.messages import MarketSnapshot
 from worker.core.backtest import BacktestExecutor
 from worker.core.engine import EngineConfig, ExecutionEngine
 from worker.core.fills import FillModel, fill_model
+from worker.core.latency import LatencyModel
 from worker.core.market import DEFAULT_MAX_CARRY, DEFAULT_MAX_CARRY_MS, MarketView
 from worker.io.outbox import Outbox, OutboxLine
 from worker.policy.pretrade import PreTradePolicy
@@ -80,6 +81,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="immediate | quote | depth | spread_fees | fixed_bps:BPS | sqrt_impact:K_BPS:ADV",
     )
     parser.add_argument("--market", type=Path, help="JSONL market.v1 snapshots (needed by quote and depth)")
+    # i14diff: the latency model as `execworker diff --fit` prints it.
+    parser.add_argument(
+        "--latency",
+        metavar="BASE_MS:MEAN_MS",
+        help="simulated latency: BASE_MS + exponential extra of mean MEAN_MS (default 4:6)",
+    )
     parser.add_argument(
         "--tick-carry",
         type=int,
@@ -122,6 +129,20 @@ def parse_ranges(specs: list[str]) -> dict[int, tuple[int | None, int | None]] |
         first, last = match.group(2), match.group(3)
         ranges[int(match.group(1))] = (int(first) if first else None, int(last) if last else None)
     return ranges
+
+
+def latency_from(args: argparse.Namespace) -> LatencyModel | None:
+    """`--latency BASE_MS:MEAN_MS` (i14diff: what `execworker diff --fit` prints)."""
+    spec = getattr(args, "latency", None)
+    if spec is None:
+        return None
+    base, colon, mean = spec.partition(":")
+    try:
+        if colon and int(base) >= 0:
+            return LatencyModel(int(base), float(mean))
+    except ValueError:
+        pass
+    raise UsageError(f"--latency {spec}: use BASE_MS:MEAN_MS, e.g. 4:6 (integer base, mean 0..60000)")
 
 
 def fill_model_from(args: argparse.Namespace) -> FillModel:
@@ -223,6 +244,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         values = [record.value for record in records]
     executor = BacktestExecutor(
         Rng(args.seed),
+        latency=latency_from(args),
         fills=fill_model_from(args),
         market=market_from(args),
         maker_fee_bps=maker_fee_from(args),
@@ -299,6 +321,7 @@ def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int
         "inputs": inputs,
         "fill_model": args.fill_model,
         "seed": args.seed,
+        **({"latency": args.latency} if getattr(args, "latency", None) else {}),
         "config": {
             "price_rounding": args.price_rounding,
             "tick_carry": args.tick_carry,

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--csv", type=Path, metavar="DIR", help="write orders.csv and pnl.csv here")
     parser.add_argument("--parquet", type=Path, metavar="FILE", help="write one row per order as Parquet here")
     parser.add_argument("--title", help="page title")
+    parser.add_argument(
+        "--diff-against",
+        metavar="SOURCE",
+        help="with --html: add a live-vs-replay section, this report's events as the live side and SOURCE "
+        "(a replay's --out, or topic:NAME[@P:A-B,...]) as the replay (docs/diff.md)",
+    )
     parser.add_argument("--follow", action="store_true", help="with --topic: keep the outputs current as it grows")
     parser.add_argument("--every-s", type=float, default=5.0, help="with --follow: rewrite the outputs this often")
     parser.add_argument("--exit-at-end", "-e", action="store_true", help="with --follow: stop at the topic's end")
@@ -60,6 +66,7 @@ def _bps(text: str, flag: str) -> Decimal:
 
 class Inputs:
     def __init__(self, args: argparse.Namespace) -> None:
+        self.sections: list[str] = []  # more HTML for the page (the diff section)
         self.fees = FeeSchedule(
             _bps(args.maker_fee_bps, "--maker-fee-bps"), _bps(args.taker_fee_bps, "--taker-fee-bps")
         )
@@ -106,7 +113,7 @@ def write_outputs(args: argparse.Namespace, inputs: Inputs, events: Sequence[Exe
         from worker.reporting.html import render_html  # Plotly: imported only when a page is asked for
 
         title = args.title or f"execworker TCA: {inputs.metadata['source']}"
-        written.append(_atomic_write(args.html, render_html(tca, title, inputs.metadata)))
+        written.append(_atomic_write(args.html, render_html(tca, title, inputs.metadata, inputs.sections)))
     if args.csv or args.parquet:
         from worker.reporting.export import write_csv, write_parquet
 
@@ -132,6 +139,8 @@ async def run_report(args: argparse.Namespace) -> int:
     if args.follow and not args.topic:
         raise UsageError("--follow reads a topic: add --topic exec_events")
     inputs = Inputs(args)
+    if args.diff_against and (args.follow or not args.html):
+        raise UsageError("--diff-against adds a section to the --html page (and does not --follow)")
     if args.follow:
         return await _follow(args, inputs)
     if args.topic:
@@ -141,8 +150,22 @@ async def run_report(args: argparse.Namespace) -> int:
             events = read_outbox(args.outbox, advance)
         if not events:
             raise UsageError(f"--outbox {args.outbox}: no exec-events in ready/exec_events/ there")
+    if args.diff_against:
+        inputs.sections.append(await _diff_section(args, events))
     write_outputs(args, inputs, events)
     return 0
+
+
+async def _diff_section(args: argparse.Namespace, events: Sequence[ExecEvent]) -> str:
+    """The live-vs-replay section: this report's events against --diff-against (i14diff)."""
+    from worker.cli.diff_cmd import DiffInputs, build_diff, diff_config, read_source
+    from worker.reporting.diff_html import diff_section
+
+    replay, label, root = await read_source(args, "--diff-against", args.diff_against)
+    inputs = DiffInputs(args.decisions, args.market, diff_config("0", 50), root)
+    rows, summary = build_diff(events, replay, inputs)
+    live = f"topic {args.topic}" if args.topic else f"outbox {args.outbox}"
+    return diff_section(rows, {"live": live, "replay": label, **summary})
 
 
 async def _read_topic(args: argparse.Namespace) -> list[ExecEvent]:

@@ -17,6 +17,10 @@ price; a LIMIT with no market data to cross is assumed to rest and fill at its p
 | `quote` | the touch (ask for BUY, bid for SELL), only if a LIMIT reaches it | yes: bid/ask |
 | `depth` | walking the book's levels; what the book cannot fill is partial | yes: levels |
 | `depth:K:ADV` | as `depth`; where a snapshot has no levels, square-root impact instead | yes: bid/ask |
+| `by_regime:R1=SPEC,...,*=SPEC` | the model of the order's regime (`*`: others, default `immediate`) | as those |
+
+`by_regime` (any model but `depth` per regime) is what `execworker diff --fit` prints: one model
+per regime, fitted to live fills.
 """
 
 from __future__ import annotations
@@ -174,9 +178,42 @@ class DepthFill:
         return Fill(OrderStatus.FILLED, average, filled)
 
 
+@dataclass(frozen=True)
+class ByRegime:
+    """Each order filled by the model of its regime (`execworker diff --fit` prints these)."""
+
+    models: tuple[tuple[str, FillModel], ...]
+    default: FillModel = ImmediateFill()
+    name: str = "by_regime"
+
+    def fill(self, order: OrderCtx, quote: Quote | None) -> Fill:
+        for regime, model in self.models:
+            if regime == order.regime:
+                return model.fill(order, quote)
+        return self.default.fill(order, quote)
+
+
+def _by_regime(rest: str) -> FillModel:
+    models: list[tuple[str, FillModel]] = []
+    default: FillModel = ImmediateFill()
+    for part in rest.split(","):
+        regime, equals, spec = part.partition("=")
+        if not equals or not regime or spec.startswith(("by_regime", "depth")):
+            raise ValueError(f"fill model by_regime: {part!r}: use REGIME=SPEC (not depth), e.g. trend=fixed_bps:2")
+        model = fill_model(spec)
+        if regime == "*":
+            default = model
+        else:
+            models.append((regime, model))
+    return ByRegime(tuple(models), default)
+
+
 def fill_model(spec: str) -> FillModel:
-    """`immediate`, `quote`, `depth`, `spread_fees`, `fixed_bps:2.5`, `sqrt_impact:K:ADV`."""
+    """`immediate`, `quote`, `depth`, `spread_fees`, `fixed_bps:2.5`, `sqrt_impact:K:ADV`,
+    `by_regime:trend=fixed_bps:3,*=fixed_bps:1`."""
     name, _, rest = spec.partition(":")
+    if name == "by_regime" and rest:
+        return _by_regime(rest)
     args = rest.split(":") if rest else []
     try:
         if name == "immediate" and not args:
@@ -197,5 +234,5 @@ def fill_model(spec: str) -> FillModel:
         pass
     raise ValueError(
         f"fill model {spec!r}: use immediate, quote, depth, depth:K_BPS:ADV, spread_fees, fixed_bps:BPS"
-        " or sqrt_impact:K_BPS:ADV"
+        " or sqrt_impact:K_BPS:ADV (or by_regime:REGIME=SPEC,...,*=SPEC)"
     )

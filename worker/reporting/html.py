@@ -163,7 +163,8 @@ def _group_rows(tca: Tca, key: str) -> list[dict[str, Any]]:
     return rows
 
 
-def render_html(tca: Tca, title: str, metadata: Mapping[str, Any]) -> str:
+def render_html(tca: Tca, title: str, metadata: Mapping[str, Any], sections: Sequence[str] = ()) -> str:
+    """`sections`: more HTML at the end of the page (e.g. the live-vs-replay diff)."""
     head = headline(tca.rows)
     statuses: dict[str, int] = {}
     reasons: dict[str, int] = {}
@@ -208,6 +209,7 @@ def render_html(tca: Tca, title: str, metadata: Mapping[str, Any]) -> str:
         table(fees, ("symbol", "maker", "taker")),
         "<h2>Deny, throttle and reject reasons</h2>",
         table([{"status:reason": k, "orders": v} for k, v in sorted(reasons.items())], ("status:reason", "orders")),
+        *sections,
         "</body></html>\n",
     ]
     return "".join(parts)

@@ -1,0 +1,397 @@
+"""Live versus replay, per order: what the venue did against what the backtest would have done,
+each difference attributed to one cause.
+
+Join: by `client_order_id` (both sides derive it from the same decision and rounding). An order
+found on one side only is then paired with the other side's one-sided order of the same
+`signal_row_id`, if there is exactly one each: the id differs only because the rounded
+quantity or price differed (the id hashes them), so that pair is one row with cause `rounding`.
+What is left is `live_only` or `replay_only`.
+
+Each row gets exactly one cause, the first of these rules that holds (the precedence order,
+also the order of `CAUSES`):
+
+1. `live_only` / `replay_only`: the order exists on one side only.
+2. `rounding`: the order sent differs: another client_order_id for the same decision (above),
+   or the same id with a different `px_sent` or `qty`.
+3. `gate_or_mode`: a local gate or mode decided differently: DENIED or THROTTLED on one side
+   only, or on both with another status or reason, or another `mode` or `scenario` in force.
+4. `venue_reject`: the live venue REJECTED the order and the backtest did not (or with another
+   reason).
+5. `latency`: the outcomes differ (see 6), both sides filled, and with `market` data the mid
+   moved between the two acknowledgement times (decision time + each side's latency) in the
+   direction of the price difference by at least half of it: the later (or earlier) arrival
+   explains the difference. Or: the outcomes are the same but the latencies differ by more than
+   `latency_tolerance_ms`.
+6. `fill_model`: the outcomes differ: final status, filled quantity, or fill price by more than
+   `price_tolerance_bps` (includes a backtest REJECTED for want of a price, and a LIMIT that
+   rested on one side and filled on the other).
+7. `match`: same outcome, latencies within tolerance.
+
+`px_diff_bps = sign * (live px_fill - replay px_fill) / replay px_fill * 10,000` (sign +1 BUY,
+-1 SELL): positive = the venue's fill was worse for us than the backtest's. `latency_diff_ms` =
+live latency - replay latency (each the first `latency_ms` of the order: its acknowledgement).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from worker.contract.enums import OrderStatus, Side
+from worker.contract.events import ExecEvent
+from worker.contract.messages import Decision, MarketSnapshot
+from worker.policy.ids import event_seq
+from worker.reporting.tca import MidSeries
+from worker.runtime.summary import percentile
+
+CAUSES = ("live_only", "replay_only", "rounding", "gate_or_mode", "venue_reject", "latency", "fill_model", "match")
+NOT_SENT = frozenset({OrderStatus.DENIED, OrderStatus.THROTTLED})
+# Events that record a request about to be sent, not an answer.
+INTENTS = frozenset({OrderStatus.PENDING_NEW, OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL})
+_BPS = Decimal(10_000)
+_PLACES = Decimal("0.01")
+
+COLUMNS = (
+    "client_order_id",
+    "signal_row_id",
+    "symbol",
+    "side",
+    "regime",
+    "cause",
+    "detail",
+    "live_status",
+    "replay_status",
+    "live_reason",
+    "replay_reason",
+    "live_qty_filled",
+    "replay_qty_filled",
+    "live_px_fill",
+    "replay_px_fill",
+    "px_diff_bps",
+    "live_latency_ms",
+    "replay_latency_ms",
+    "latency_diff_ms",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One side's view of one order: its final state and its first acknowledgement."""
+
+    client_order_id: str
+    signal_row_id: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    reason: str | None
+    mode: str
+    scenario: str
+    qty: Decimal
+    px_intent: Decimal | None
+    px_sent: Decimal | None
+    qty_filled: Decimal
+    px_fill: Decimal | None  # None unless something filled
+    latency_ms: int | None
+    decision_ts_ms: int
+    taker: bool  # the first answer already carried a fill (it did not rest)
+
+
+def outcomes(events: Iterable[ExecEvent]) -> dict[str, Outcome]:
+    """Each order's outcome from its exec-events, in any order."""
+    history: dict[str, list[ExecEvent]] = defaultdict(list)
+    for event in events:
+        history[event.client_order_id].append(event)
+    out: dict[str, Outcome] = {}
+    for coid, steps in history.items():
+        steps.sort(key=lambda e: event_seq(e.event_id))
+        first, last = steps[0], steps[-1]
+        answer = next((e for e in steps if e.status not in INTENTS), None)
+        latency = next((e.latency_ms for e in steps if e.latency_ms is not None), None)
+        px_sent = next((e.px_sent for e in reversed(steps) if e.px_sent is not None), None)
+        out[coid] = Outcome(
+            client_order_id=coid,
+            signal_row_id=last.signal_row_id,
+            symbol=last.symbol,
+            side=last.side,
+            status=last.status,
+            reason=last.reason,
+            mode=last.mode,
+            scenario=last.scenario,
+            qty=last.qty,
+            px_intent=last.px_intent,
+            px_sent=px_sent,
+            qty_filled=last.qty_filled,
+            px_fill=last.px_fill if last.qty_filled > 0 else None,
+            latency_ms=latency,
+            decision_ts_ms=first.event_ts_ms,
+            taker=answer is not None and answer.qty_filled > 0,
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    client_order_id: str
+    signal_row_id: str
+    symbol: str
+    side: str
+    regime: str
+    cause: str
+    detail: str
+    live: Outcome | None
+    replay: Outcome | None
+    px_diff_bps: Decimal | None
+    latency_diff_ms: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        live, replay = self.live, self.replay
+        return {
+            "client_order_id": self.client_order_id,
+            "signal_row_id": self.signal_row_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "regime": self.regime,
+            "cause": self.cause,
+            "detail": self.detail,
+            "live_status": live.status.value if live else None,
+            "replay_status": replay.status.value if replay else None,
+            "live_reason": live.reason if live else None,
+            "replay_reason": replay.reason if replay else None,
+            "live_qty_filled": live.qty_filled if live else None,
+            "replay_qty_filled": replay.qty_filled if replay else None,
+            "live_px_fill": live.px_fill if live else None,
+            "replay_px_fill": replay.px_fill if replay else None,
+            "px_diff_bps": self.px_diff_bps,
+            "live_latency_ms": live.latency_ms if live else None,
+            "replay_latency_ms": replay.latency_ms if replay else None,
+            "latency_diff_ms": self.latency_diff_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiffConfig:
+    price_tolerance_bps: Decimal = Decimal(0)
+    latency_tolerance_ms: int = 50
+
+
+def _sign(side: Side) -> Decimal:
+    return Decimal(1) if side is Side.BUY else Decimal(-1)
+
+
+def _bps(numerator: Decimal, denominator: Decimal) -> Decimal:
+    return (numerator / denominator * _BPS).quantize(_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def px_diff_bps(live: Outcome, replay: Outcome) -> Decimal | None:
+    if live.px_fill is None or replay.px_fill is None:
+        return None
+    return _bps(_sign(live.side) * (live.px_fill - replay.px_fill), replay.px_fill)
+
+
+def _same_outcome(live: Outcome, replay: Outcome, diff: Decimal | None, config: DiffConfig) -> bool:
+    if live.status is not replay.status or live.qty_filled != replay.qty_filled:
+        return False
+    return diff is None or abs(diff) <= config.price_tolerance_bps
+
+
+def _market_move_bps(live: Outcome, replay: Outcome, mids: MidSeries) -> Decimal | None:
+    """How far the mid moved against us between the replay's and the live acknowledgement."""
+    if live.latency_ms is None or replay.latency_ms is None:
+        return None
+    at_live = mids.at(live.symbol, live.decision_ts_ms + live.latency_ms)
+    at_replay = mids.at(replay.symbol, replay.decision_ts_ms + replay.latency_ms)
+    if at_live is None or at_replay is None:
+        return None
+    return _bps(_sign(live.side) * (at_live - at_replay), at_replay)
+
+
+def attribute(
+    live: Outcome | None,
+    replay: Outcome | None,
+    mids: MidSeries | None = None,
+    config: DiffConfig = DiffConfig(),
+) -> tuple[str, str]:
+    """(cause, detail) of one joined order, by the precedence order of the module's rules."""
+    if live is None or replay is None:
+        return ("replay_only", "no live order") if live is None else ("live_only", "not in the replay")
+    if live.client_order_id != replay.client_order_id:
+        return "rounding", (
+            f"rounded differently: live qty {live.qty} px {live.px_sent}, replay qty {replay.qty} px {replay.px_sent}"
+        )
+    if live.qty != replay.qty or live.px_sent != replay.px_sent:
+        return "rounding", f"sent qty/px: live {live.qty}/{live.px_sent}, replay {replay.qty}/{replay.px_sent}"
+    live_gated, replay_gated = live.status in NOT_SENT, replay.status in NOT_SENT
+    if live_gated != replay_gated or (live_gated and (live.status, live.reason) != (replay.status, replay.reason)):
+        return "gate_or_mode", (
+            f"live {live.status.value}:{live.reason or '-'}, replay {replay.status.value}:{replay.reason or '-'}"
+        )
+    if (live.mode, live.scenario) != (replay.mode, replay.scenario):
+        return "gate_or_mode", (
+            f"mode/scenario: live {live.mode}/{live.scenario}, replay {replay.mode}/{replay.scenario}"
+        )
+    if live.status is OrderStatus.REJECTED and (replay.status, replay.reason) != (live.status, live.reason):
+        return "venue_reject", f"venue: {live.reason or '-'}; replay {replay.status.value}"
+    diff = px_diff_bps(live, replay)
+    latency = _latency_diff(live, replay)
+    if _same_outcome(live, replay, diff, config):
+        if latency is not None and abs(latency) > config.latency_tolerance_ms:
+            return "latency", f"same outcome, latency {latency:+d} ms"
+        return "match", ""
+    if diff is not None and mids is not None and diff != 0:
+        move = _market_move_bps(live, replay, mids)
+        if move is not None and move * diff > 0 and abs(move) * 2 >= abs(diff):
+            return "latency", f"market moved {move} bps between the acknowledgements ({latency:+d} ms)"
+    if live.status is not replay.status:
+        return "fill_model", f"live {live.status.value}, replay {replay.status.value}:{replay.reason or '-'}"
+    if live.qty_filled != replay.qty_filled:
+        return "fill_model", f"filled qty: live {live.qty_filled}, replay {replay.qty_filled}"
+    return "fill_model", f"fill price {diff} bps"
+
+
+def _latency_diff(live: Outcome, replay: Outcome) -> int | None:
+    if live.latency_ms is None or replay.latency_ms is None:
+        return None
+    return live.latency_ms - replay.latency_ms
+
+
+def join(live: Mapping[str, Outcome], replay: Mapping[str, Outcome]) -> list[tuple[Outcome | None, Outcome | None]]:
+    """Pairs by client_order_id, then one-sided leftovers by signal_row_id (one each only)."""
+    pairs: list[tuple[Outcome | None, Outcome | None]] = [(live[c], replay[c]) for c in live.keys() & replay.keys()]
+    live_left: dict[str, list[Outcome]] = defaultdict(list)
+    replay_left: dict[str, list[Outcome]] = defaultdict(list)
+    for coid in live.keys() - replay.keys():
+        live_left[live[coid].signal_row_id].append(live[coid])
+    for coid in replay.keys() - live.keys():
+        replay_left[replay[coid].signal_row_id].append(replay[coid])
+    for row_id in sorted(live_left.keys() | replay_left.keys()):
+        lives, replays = live_left.get(row_id, []), replay_left.get(row_id, [])
+        if len(lives) == 1 and len(replays) == 1:
+            pairs.append((lives[0], replays[0]))
+            continue
+        pairs.extend((one, None) for one in lives)
+        pairs.extend((None, one) for one in replays)
+    return pairs
+
+
+def diff_orders(
+    live_events: Iterable[ExecEvent],
+    replay_events: Iterable[ExecEvent],
+    market: Iterable[MarketSnapshot] = (),
+    decisions: Mapping[str, Decision] | None = None,
+    config: DiffConfig = DiffConfig(),
+) -> list[DiffRow]:
+    """One row per order of either side, sorted by client_order_id (the live one when paired)."""
+    decisions = decisions or {}
+    mids = MidSeries(market)
+    rows: list[DiffRow] = []
+    for live, replay in join(outcomes(live_events), outcomes(replay_events)):
+        one = live or replay
+        assert one is not None
+        cause, detail = attribute(live, replay, mids if mids else None, config)
+        decision = decisions.get(one.signal_row_id)
+        rows.append(
+            DiffRow(
+                client_order_id=one.client_order_id,
+                signal_row_id=one.signal_row_id,
+                symbol=one.symbol,
+                side=one.side.value,
+                regime=decision.regime if decision is not None else "",
+                cause=cause,
+                detail=detail,
+                live=live,
+                replay=replay,
+                px_diff_bps=px_diff_bps(live, replay) if live is not None and replay is not None else None,
+                latency_diff_ms=_latency_diff(live, replay) if live is not None and replay is not None else None,
+            )
+        )
+    rows.sort(key=lambda row: (row.client_order_id, row.replay.client_order_id if row.replay else ""))
+    return rows
+
+
+def _stats(values: Sequence[Decimal]) -> dict[str, Any]:
+    ordered = sorted(values)
+    mean = (sum(ordered, Decimal(0)) / len(ordered)).quantize(_PLACES, rounding=ROUND_HALF_EVEN) if ordered else None
+    return {"n": len(ordered), "mean": mean, "p50": percentile(ordered, 0.5), "p95": percentile(ordered, 0.95)}
+
+
+def summarize(rows: Sequence[DiffRow]) -> dict[str, Any]:
+    """Counts per cause (every cause, precedence order), per regime and cause, and the price and
+    latency differences of the orders on both sides."""
+    causes = Counter(row.cause for row in rows)
+    by_regime: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in rows:
+        by_regime[row.regime or "-"][row.cause] += 1
+    price = [row.px_diff_bps for row in rows if row.px_diff_bps is not None]
+    latency = [Decimal(row.latency_diff_ms) for row in rows if row.latency_diff_ms is not None]
+    return {
+        "orders": len(rows),
+        "both_sides": sum(1 for row in rows if row.live is not None and row.replay is not None),
+        "by_cause": {cause: causes.get(cause, 0) for cause in CAUSES},
+        "by_regime": {regime: dict(sorted(counts.items())) for regime, counts in sorted(by_regime.items())},
+        "px_diff_bps": _stats(price),
+        "latency_diff_ms": _stats(latency),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_json(rows: Sequence[DiffRow], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Decimals as strings: exact, and the same bytes every time."""
+    return {"summary": _plain(dict(summary)), "orders": [_plain(row.as_dict()) for row in rows]}
+
+
+def to_csv(rows: Sequence[DiffRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        values = _plain(row.as_dict())
+        writer.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+    return out.getvalue()
+
+
+_TEXT_COLUMNS = (
+    ("client_order_id", 34),
+    ("symbol", 8),
+    ("side", 4),
+    ("cause", 12),
+    ("live_status", 16),
+    ("replay_status", 16),
+    ("live_px_fill", 12),
+    ("replay_px_fill", 12),
+    ("px_diff_bps", 10),
+    ("latency_diff_ms", 8),
+)
+
+
+def text_table(rows: Sequence[DiffRow]) -> list[str]:
+    head = " ".join(name[:width].ljust(width) for name, width in _TEXT_COLUMNS) + " detail"
+    lines = [head]
+    for row in rows:
+        values = _plain(row.as_dict())
+        cells = ("-" if values[name] is None else str(values[name]) for name, _ in _TEXT_COLUMNS)
+        lines.append(" ".join(c.ljust(w) for c, (_, w) in zip(cells, _TEXT_COLUMNS, strict=True)) + " " + row.detail)
+    return lines
+
+
+def text_summary(summary: Mapping[str, Any]) -> list[str]:
+    lines = [f"orders {summary['orders']} ({summary['both_sides']} on both sides); by cause (precedence order):"]
+    lines.extend(f"  {cause:<13} {count}" for cause, count in summary["by_cause"].items())
+    for key, unit in (("px_diff_bps", "bps, live vs replay, + = live worse"), ("latency_diff_ms", "ms, live - replay")):
+        stats = _plain(summary[key])
+        lines.append(
+            f"{key:<16} n {stats['n']}  mean {stats['mean'] or '-'}  p50 {stats['p50'] or '-'}  "
+            f"p95 {stats['p95'] or '-'}  ({unit})"
+        )
+    return lines
