@@ -17,11 +17,12 @@ also the order of `CAUSES`):
    only, or on both with another status or reason, or another `mode` or `scenario` in force.
 4. `venue_reject`: the live venue REJECTED the order and the backtest did not (or with another
    reason).
-5. `latency`: the outcomes differ (see 6), both sides filled, and with `market` data the mid
-   moved between the two acknowledgement times (decision time + each side's latency) in the
-   direction of the price difference by at least half of it: the later (or earlier) arrival
-   explains the difference. Or: the outcomes are the same but the latencies differ by more than
-   `latency_tolerance_ms`.
+5. `latency`: the outcomes are the same but the latencies differ by more than
+   `latency_tolerance_ms`; or the outcomes differ (see 6) and market data shows that each side's
+   arrival time (decision time + its latency) explains it: both filled and the mid moved between
+   the two arrivals in the direction of the price difference by at least half of it; or a LIMIT
+   filled at once on one side only and the touch reached its price at that side's arrival and
+   not at the other's.
 6. `fill_model`: the outcomes differ: final status, filled quantity, or fill price by more than
    `price_tolerance_bps` (includes a backtest REJECTED for want of a price, and a LIMIT that
    rested on one side and filled on the other).
@@ -45,8 +46,9 @@ from typing import Any
 from worker.contract.enums import OrderStatus, Side
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
+from worker.core.fills import Quote
+from worker.core.market import MarketView
 from worker.policy.ids import event_seq
-from worker.reporting.tca import MidSeries
 from worker.runtime.summary import percentile
 
 CAUSES = ("live_only", "replay_only", "rounding", "gate_or_mode", "venue_reject", "latency", "fill_model", "match")
@@ -199,21 +201,50 @@ def _same_outcome(live: Outcome, replay: Outcome, diff: Decimal | None, config: 
     return diff is None or abs(diff) <= config.price_tolerance_bps
 
 
-def _market_move_bps(live: Outcome, replay: Outcome, mids: MidSeries) -> Decimal | None:
-    """How far the mid moved against us between the replay's and the live acknowledgement."""
-    if live.latency_ms is None or replay.latency_ms is None:
+def _arrival(order: Outcome, market: MarketView) -> Quote | None:
+    """The market an order met: at its decision time plus its latency (its acknowledgement)."""
+    if order.latency_ms is None:
         return None
-    at_live = mids.at(live.symbol, live.decision_ts_ms + live.latency_ms)
-    at_replay = mids.at(replay.symbol, replay.decision_ts_ms + replay.latency_ms)
+    return market.quote_at(order.symbol, order.decision_ts_ms + order.latency_ms)
+
+
+def _market_move_bps(live: Outcome, replay: Outcome, market: MarketView) -> Decimal | None:
+    """How far the mid moved against us between the replay's and the live arrival."""
+    at_live, at_replay = _arrival(live, market), _arrival(replay, market)
     if at_live is None or at_replay is None:
         return None
-    return _bps(_sign(live.side) * (at_live - at_replay), at_replay)
+    mid_live, mid_replay = (at_live.bid + at_live.ask) / 2, (at_replay.bid + at_replay.ask) / 2
+    return _bps(_sign(live.side) * (mid_live - mid_replay), mid_replay)
+
+
+def _reaches(order: Outcome, quote: Quote) -> bool:
+    """A LIMIT's price is reached by the touch (ask for a BUY, bid for a SELL)."""
+    assert order.px_sent is not None
+    return quote.ask <= order.px_sent if order.side is Side.BUY else quote.bid >= order.px_sent
+
+
+def _latency_explains(live: Outcome, replay: Outcome, market: MarketView | None, diff: Decimal | None) -> str | None:
+    """Why the two arrival times explain the different outcomes, or None (rule 5)."""
+    if market is None:
+        return None
+    if diff is not None and diff != 0:
+        move = _market_move_bps(live, replay, market)
+        if move is not None and move * diff > 0 and abs(move) * 2 >= abs(diff):
+            return f"market moved {move} bps between the arrivals"
+        return None
+    if live.taker != replay.taker and live.px_sent is not None:
+        at_live, at_replay = _arrival(live, market), _arrival(replay, market)
+        if at_live is None or at_replay is None:
+            return None
+        if _reaches(live, at_live) == live.taker and _reaches(replay, at_replay) == replay.taker:
+            return "the limit was reached at one arrival only"
+    return None
 
 
 def attribute(
     live: Outcome | None,
     replay: Outcome | None,
-    mids: MidSeries | None = None,
+    market: MarketView | None = None,
     config: DiffConfig = DiffConfig(),
 ) -> tuple[str, str]:
     """(cause, detail) of one joined order, by the precedence order of the module's rules."""
@@ -242,10 +273,9 @@ def attribute(
         if latency is not None and abs(latency) > config.latency_tolerance_ms:
             return "latency", f"same outcome, latency {latency:+d} ms"
         return "match", ""
-    if diff is not None and mids is not None and diff != 0:
-        move = _market_move_bps(live, replay, mids)
-        if move is not None and move * diff > 0 and abs(move) * 2 >= abs(diff):
-            return "latency", f"market moved {move} bps between the acknowledgements ({latency:+d} ms)"
+    explained = _latency_explains(live, replay, market, diff)
+    if explained is not None:
+        return "latency", f"{explained} ({latency or 0:+d} ms)"
     if live.status is not replay.status:
         return "fill_model", f"live {live.status.value}, replay {replay.status.value}:{replay.reason or '-'}"
     if live.qty_filled != replay.qty_filled:
@@ -287,12 +317,13 @@ def diff_orders(
 ) -> list[DiffRow]:
     """One row per order of either side, sorted by client_order_id (the live one when paired)."""
     decisions = decisions or {}
-    mids = MidSeries(market)
+    snapshots = list(market)
+    view = MarketView.from_snapshots(snapshots) if snapshots else None
     rows: list[DiffRow] = []
     for live, replay in join(outcomes(live_events), outcomes(replay_events)):
         one = live or replay
         assert one is not None
-        cause, detail = attribute(live, replay, mids if mids else None, config)
+        cause, detail = attribute(live, replay, view, config)
         decision = decisions.get(one.signal_row_id)
         rows.append(
             DiffRow(
@@ -327,6 +358,8 @@ def summarize(rows: Sequence[DiffRow]) -> dict[str, Any]:
     for row in rows:
         by_regime[row.regime or "-"][row.cause] += 1
     price = [row.px_diff_bps for row in rows if row.px_diff_bps is not None]
+    taker = [row.px_diff_bps for row in rows if row.px_diff_bps is not None and row.live and row.live.taker]
+    rested = [row.px_diff_bps for row in rows if row.px_diff_bps is not None and row.live and not row.live.taker]
     latency = [Decimal(row.latency_diff_ms) for row in rows if row.latency_diff_ms is not None]
     return {
         "orders": len(rows),
@@ -334,6 +367,8 @@ def summarize(rows: Sequence[DiffRow]) -> dict[str, Any]:
         "by_cause": {cause: causes.get(cause, 0) for cause in CAUSES},
         "by_regime": {regime: dict(sorted(counts.items())) for regime, counts in sorted(by_regime.items())},
         "px_diff_bps": _stats(price),
+        "px_diff_bps_live_taker": _stats(taker),
+        "px_diff_bps_live_rested": _stats(rested),
         "latency_diff_ms": _stats(latency),
     }
 
@@ -385,13 +420,21 @@ def text_table(rows: Sequence[DiffRow]) -> list[str]:
     return lines
 
 
+STATS = (
+    ("px_diff_bps", "bps, live vs replay fill, + = live worse"),
+    ("px_diff_bps_live_taker", "the same, live filled at once"),
+    ("px_diff_bps_live_rested", "the same, live rested first"),
+    ("latency_diff_ms", "ms, live - replay"),
+)
+
+
 def text_summary(summary: Mapping[str, Any]) -> list[str]:
     lines = [f"orders {summary['orders']} ({summary['both_sides']} on both sides); by cause (precedence order):"]
     lines.extend(f"  {cause:<13} {count}" for cause, count in summary["by_cause"].items())
-    for key, unit in (("px_diff_bps", "bps, live vs replay, + = live worse"), ("latency_diff_ms", "ms, live - replay")):
+    for key, unit in STATS:
         stats = _plain(summary[key])
         lines.append(
-            f"{key:<16} n {stats['n']}  mean {stats['mean'] or '-'}  p50 {stats['p50'] or '-'}  "
-            f"p95 {stats['p95'] or '-'}  ({unit})"
+            f"{key:<24} n {stats['n']:<5} mean {stats['mean'] or '-':<8} p50 {stats['p50'] or '-':<8} "
+            f"p95 {stats['p95'] or '-':<8} ({unit})"
         )
     return lines

@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from worker.reporting.diff import CAUSES, COLUMNS, DiffRow
+from worker.reporting.diff import CAUSES, COLUMNS, STATS, DiffRow
 from worker.reporting.html import _STYLE, _figure, table
 
 # The page stays readable: the rest are in --csv / --json.
@@ -20,7 +20,7 @@ MAX_ROWS = 500
 
 def diff_section(rows: Sequence[DiffRow], summary: Mapping[str, Any]) -> str:
     causes = [{"cause": c, "orders": summary["by_cause"][c]} for c in CAUSES]
-    stats = [{"measure": key, **summary[key]} for key in ("px_diff_bps", "latency_diff_ms")]
+    stats = [{"measure": key, **summary[key], "unit": unit} for key, unit in STATS]
     differing = [row.as_dict() for row in rows if row.cause != "match"]
     fig = go.Figure()
     for cause in CAUSES:
@@ -36,7 +36,7 @@ def diff_section(rows: Sequence[DiffRow], summary: Mapping[str, Any]) -> str:
         + ", ".join(CAUSES)
         + " (docs/diff.md).</p>",
         table(causes, ("cause", "orders")),
-        table(stats, ("measure", "n", "mean", "p50", "p95")),
+        table(stats, ("measure", "n", "mean", "p50", "p95", "unit")),
         _figure(fig, "fig-diff-px", "Fill price difference by cause") if fig.data else "",
         f"<h3>Orders that differ ({len(differing)}{f', first {MAX_ROWS}' if len(differing) > MAX_ROWS else ''})</h3>",
         table(differing[:MAX_ROWS], COLUMNS),
