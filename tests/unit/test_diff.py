@@ -110,6 +110,8 @@ def test_another_id_for_the_same_decision_is_a_rounding_difference() -> None:
 
 def test_the_same_id_sent_at_another_price_is_rounding() -> None:
     assert one(live(px_sent="100.01"), [event(px_sent="100.00")])[0] == "rounding"
+    # A gated order was never sent: no px_sent, and that is no rounding difference.
+    assert one(live(status="DENIED", reason="min_notional", px_sent=None), [event()])[0] == "gate_or_mode"
 
 
 @pytest.mark.parametrize(

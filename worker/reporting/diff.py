@@ -186,7 +186,8 @@ def _sign(side: Side) -> Decimal:
 
 
 def _bps(numerator: Decimal, denominator: Decimal) -> Decimal:
-    return (numerator / denominator * _BPS).quantize(_PLACES, rounding=ROUND_HALF_EVEN)
+    value = (numerator / denominator * _BPS).quantize(_PLACES, rounding=ROUND_HALF_EVEN)
+    return value.copy_abs() if value == 0 else value  # never "-0.00"
 
 
 def px_diff_bps(live: Outcome, replay: Outcome) -> Decimal | None:
@@ -254,7 +255,9 @@ def attribute(
         return "rounding", (
             f"rounded differently: live qty {live.qty} px {live.px_sent}, replay qty {replay.qty} px {replay.px_sent}"
         )
-    if live.qty != replay.qty or live.px_sent != replay.px_sent:
+    # An order never sent (DENIED, THROTTLED) has no px_sent: only prices both sides sent compare.
+    sent_both = live.px_sent is not None and replay.px_sent is not None
+    if live.qty != replay.qty or (sent_both and live.px_sent != replay.px_sent):
         return "rounding", f"sent qty/px: live {live.qty}/{live.px_sent}, replay {replay.qty}/{replay.px_sent}"
     live_gated, replay_gated = live.status in NOT_SENT, replay.status in NOT_SENT
     if live_gated != replay_gated or (live_gated and (live.status, live.reason) != (replay.status, replay.reason)):
