@@ -167,6 +167,12 @@ def test_different_outcomes_are_fill_model_error(live_kw: dict[str, Any], replay
     assert one(live(**live_kw), [event(**replay_kw)])[0] == "fill_model"
 
 
+def test_a_tick_apart_is_a_difference_even_below_a_hundredth_of_a_bps() -> None:
+    # 0.02 on 63443.21 is 0.003 bps: "0.00" when printed, but not the same price.
+    cause, detail = one(live(px_sent="63443.30", px_fill="63443.23"), [event(px_sent="63443.30", px_fill="63443.21")])
+    assert cause == "fill_model" and "0.00 bps (63443.23 vs 63443.21)" in detail
+
+
 def test_a_price_within_the_tolerance_is_the_same() -> None:
     # 100.10 vs 100.00 is 10 bps.
     assert one(live(px_fill="100.10"), [event()], config=DiffConfig(Decimal("10")))[0] == "match"
@@ -264,5 +270,5 @@ def test_outputs_are_sorted_and_deterministic() -> None:
     assert json.dumps(to_json(first, summarize(first))) == json.dumps(to_json(second, summarize(second)))
     csv_lines = to_csv(first).splitlines()
     assert csv_lines[0].startswith("client_order_id,signal_row_id,symbol,side,regime,cause")
-    assert csv_lines[1].startswith("ewA,row-ewA,BTCUSDT,BUY,,fill_model,fill price 5.00 bps,FILLED,FILLED")
+    assert csv_lines[1].startswith("ewA,row-ewA,BTCUSDT,BUY,,fill_model,fill price 5.00 bps (100.05 vs 100.00),FILLED")
     assert text_table(first)[1].split()[:4] == ["ewA", "BTCUSDT", "BUY", "fill_model"]

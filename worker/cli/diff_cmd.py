@@ -18,6 +18,7 @@ from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
 from worker.core.market import MarketView
 from worker.reporting.diff import (
+    CAUSES,
     DiffConfig,
     DiffRow,
     diff_orders,
@@ -45,6 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--html", type=Path, metavar="FILE", help="a self-contained page with the diff section")
     parser.add_argument("--all", action="store_true", help="text table: every order, not only those that differ")
     parser.add_argument("--rows", type=int, default=40, help="text table: at most this many rows (default 40)")
+    parser.add_argument(
+        "--cause",
+        action="append",
+        choices=CAUSES,
+        default=[],
+        help="text table: only orders of this cause (repeatable)",
+    )
     parser.add_argument("--fit", action="store_true", help="fit the fill and latency models to the live fills")
     parser.add_argument(
         "--fit-model", default="fixed_bps", help="with --fit: fixed_bps (default) or sqrt_impact:ADV (ADV fixed)"
@@ -194,7 +202,7 @@ async def run_diff(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=sys.stderr)
     out = sys.stderr if machine_stdout else sys.stdout
     if not machine_stdout:
-        shown = [row for row in rows if args.all or row.cause != "match"]
+        shown = [row for row in rows if (row.cause in args.cause if args.cause else args.all or row.cause != "match")]
         for line in text_table(shown[: args.rows]):
             print(line, file=out)
         if len(shown) > args.rows:

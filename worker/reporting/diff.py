@@ -196,10 +196,13 @@ def px_diff_bps(live: Outcome, replay: Outcome) -> Decimal | None:
     return _bps(_sign(live.side) * (live.px_fill - replay.px_fill), replay.px_fill)
 
 
-def _same_outcome(live: Outcome, replay: Outcome, diff: Decimal | None, config: DiffConfig) -> bool:
+def _same_outcome(live: Outcome, replay: Outcome, config: DiffConfig) -> bool:
     if live.status is not replay.status or live.qty_filled != replay.qty_filled:
         return False
-    return diff is None or abs(diff) <= config.price_tolerance_bps
+    if live.px_fill is None or replay.px_fill is None or live.px_fill == replay.px_fill:
+        return True
+    # Unrounded: two prices a tick apart are never "0.00 bps" the same at tolerance 0.
+    return abs(live.px_fill - replay.px_fill) / replay.px_fill * _BPS <= config.price_tolerance_bps
 
 
 def _arrival(order: Outcome, market: MarketView) -> Quote | None:
@@ -272,7 +275,7 @@ def attribute(
         return "venue_reject", f"venue: {live.reason or '-'}; replay {replay.status.value}"
     diff = px_diff_bps(live, replay)
     latency = _latency_diff(live, replay)
-    if _same_outcome(live, replay, diff, config):
+    if _same_outcome(live, replay, config):
         if latency is not None and abs(latency) > config.latency_tolerance_ms:
             return "latency", f"same outcome, latency {latency:+d} ms"
         return "match", ""
@@ -283,7 +286,7 @@ def attribute(
         return "fill_model", f"live {live.status.value}, replay {replay.status.value}:{replay.reason or '-'}"
     if live.qty_filled != replay.qty_filled:
         return "fill_model", f"filled qty: live {live.qty_filled}, replay {replay.qty_filled}"
-    return "fill_model", f"fill price {diff} bps"
+    return "fill_model", f"fill price {diff} bps ({live.px_fill} vs {replay.px_fill})"
 
 
 def _latency_diff(live: Outcome, replay: Outcome) -> int | None:
