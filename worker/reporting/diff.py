@@ -272,7 +272,7 @@ def attribute(
             f"mode/scenario: live {live.mode}/{live.scenario}, replay {replay.mode}/{replay.scenario}"
         )
     if live.status is OrderStatus.REJECTED and (replay.status, replay.reason) != (live.status, live.reason):
-        return "venue_reject", f"venue: {live.reason or '-'}; replay {replay.status.value}"
+        return "venue_reject", f"{live.reason or 'rejected'}; replay {replay.status.value}:{replay.reason or '-'}"
     diff = px_diff_bps(live, replay)
     latency = _latency_diff(live, replay)
     if _same_outcome(live, replay, config):
@@ -402,27 +402,29 @@ def to_csv(rows: Sequence[DiffRow]) -> str:
     return out.getvalue()
 
 
-_TEXT_COLUMNS = (
-    ("client_order_id", 34),
-    ("symbol", 8),
-    ("side", 4),
-    ("cause", 12),
-    ("live_status", 16),
-    ("replay_status", 16),
-    ("live_px_fill", 12),
-    ("replay_px_fill", 12),
-    ("px_diff_bps", 10),
-    ("latency_diff_ms", 8),
+_TEXT_COLUMNS = (  # (field, header, width)
+    ("client_order_id", "client_order_id", 34),
+    ("symbol", "symbol", 8),
+    ("side", "side", 4),
+    ("cause", "cause", 12),
+    ("live_status", "live", 16),
+    ("replay_status", "replay", 16),
+    ("live_px_fill", "live_px", 12),
+    ("replay_px_fill", "replay_px", 12),
+    ("px_diff_bps", "diff_bps", 9),
+    ("latency_diff_ms", "dlat_ms", 7),
 )
 
 
 def text_table(rows: Sequence[DiffRow]) -> list[str]:
-    head = " ".join(name[:width].ljust(width) for name, width in _TEXT_COLUMNS) + " detail"
+    """Fixed-width columns; `diff_bps` = px_diff_bps, `dlat_ms` = latency_diff_ms."""
+    head = " ".join(header.ljust(width) for _, header, width in _TEXT_COLUMNS) + " detail"
     lines = [head]
     for row in rows:
         values = _plain(row.as_dict())
-        cells = ("-" if values[name] is None else str(values[name]) for name, _ in _TEXT_COLUMNS)
-        lines.append(" ".join(c.ljust(w) for c, (_, w) in zip(cells, _TEXT_COLUMNS, strict=True)) + " " + row.detail)
+        cells = ("-" if values[name] is None else str(values[name]) for name, _, _ in _TEXT_COLUMNS)
+        widths = (width for _, _, width in _TEXT_COLUMNS)
+        lines.append(" ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " " + row.detail)
     return lines
 
 
