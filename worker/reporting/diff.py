@@ -12,7 +12,8 @@ also the order of `CAUSES`):
 
 1. `live_only` / `replay_only`: the order exists on one side only.
 2. `rounding`: the order sent differs: another client_order_id for the same decision (above),
-   or the same id with a different `px_sent` or `qty`.
+   or the same id with a different `qty`, or a different `px_sent` where both sides sent one
+   (an order never sent has none).
 3. `gate_or_mode`: a local gate or mode decided differently: DENIED or THROTTLED on one side
    only, or on both with another status or reason, or another `mode` or `scenario` in force.
 4. `venue_reject`: the live venue REJECTED the order and the backtest did not (or with another
