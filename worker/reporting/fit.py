@@ -4,7 +4,7 @@ What is fitted, and from which orders:
 
 - The cost of a fill, `cost_bps = sign * (px_fill - reference) / reference * 10,000`, over the
   live orders that filled at once (their first answer carried the fill: taker), with the same
-  reference the cost models use (worker/execution/fills.py): with market data, the touch (ask
+  reference the cost models use (worker/core/fills.py): with market data, the touch (ask
   for a BUY, bid for a SELL) at the order's acknowledgement (decision time + live latency);
   without, a MARKET order's `px_intent` (a LIMIT without market data is modelled as resting at
   its price: no parameter to fit). The model rounds its price to the tick against us, which adds
@@ -12,7 +12,7 @@ What is fitted, and from which orders:
   - `fixed_bps`: BPS = the mean corrected cost.
   - `sqrt_impact:ADV` (ADV given): cost = K * sqrt(qty / ADV); K by least squares through 0.
   Per regime (from the decisions) with at least `min_orders` fills, and `*` over all of them.
-- Latency (one model per run): `base + floor(Exp(mean))` (worker/execution/latency.py). base =
+- Latency (one model per run): `base + floor(Exp(mean))` (worker/core/latency.py). base =
   the smallest live latency; the floored extra is geometric, whose maximum-likelihood mean is
   `1 / ln(1 + 1 / E)` for the observed mean extra E.
 
