@@ -16,6 +16,15 @@ from typing import TYPE_CHECKING
 from worker import __version__
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
 from worker.cli.progress import progress_bar
+from worker.cli.replay_sources import (
+    FROM_FILE_HELP,
+    FROM_TOPICS_HELP,
+    file_inputs,
+    input_summary,
+    inputs_metadata,
+    merged_inputs,
+    single_decisions_file,
+)
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
 from worker.contract.messages import MarketSnapshot
@@ -38,6 +47,8 @@ from worker.runtime.replay import (
     read_input_file,
     replay,
 )
+from worker.runtime.replay_inputs import MergedInputs
+from worker.runtime.replay_merge import replay_merged
 from worker.runtime.summary import render_rules
 
 # The Kafka client and the live worker load only for --from-topic, --to-topic and --modes (a
@@ -47,10 +58,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("replay", help="deterministic backtest of decisions from a file or a topic")
+    parser = sub.add_parser(
+        "replay", help="deterministic backtest of decisions (or every input role) from files or topics"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-file", type=Path, help="JSONL decisions, or an Avro object container (.avro)")
-    source.add_argument("--from-topic", help="topic name or role (read without a consumer group)")
+    source.add_argument("--from-file", action="append", metavar="[ROLE=]PATH", help=FROM_FILE_HELP)
+    source.add_argument("--from-topic", help="decisions from this topic name or role (read without a consumer group)")
+    source.add_argument("--from-topics", action="store_true", help=FROM_TOPICS_HELP)
     parser.add_argument(
         "--range",
         action="append",
@@ -58,7 +72,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="P:FIRST-LAST",
         help="with --from-topic: only partition P, offsets FIRST..LAST (either may be empty); repeatable",
     )
-    parser.add_argument("--from-ts", type=int, help="with --from-topic: start at this timestamp (ms)")
+    parser.add_argument(
+        "--from-ts",
+        type=int,
+        help="with --from-topic(s): start at this timestamp (ms); --from-topics reads the compacted "
+        "strategy_mode and harvest_health roles whole",
+    )
     parser.add_argument("--out", type=Path, help="write the outbox layout (ready/exec_events/...) here")
     parser.add_argument(
         "--outbox-grace-ms", type=int, default=60_000, help="with --out: minute files published this far behind"
@@ -226,13 +245,18 @@ async def target_topic(args: argparse.Namespace) -> str | None:
 
 async def run_replay(args: argparse.Namespace) -> int:
     target = await target_topic(args)
-    if args.from_file is not None:
-        if not args.from_file.is_file():
-            raise UsageError(f"--from-file {args.from_file}: no such file")
-        if args.range or args.from_ts is not None:
-            raise UsageError("--range and --from-ts apply to --from-topic only")
-        data = jsonl_blob(args.from_file)  # a JSONL file goes to the compiled fold whole
-        values: Iterable[bytes] = read_input_file(args.from_file) if data is None else jsonl_lines(data)
+    files = file_inputs(args)
+    if files and (args.range or args.from_ts is not None):
+        raise UsageError("--range and --from-ts apply to --from-topic(s) only")
+    single = single_decisions_file(files)
+    merged: MergedInputs | None = None
+    values: Iterable[bytes] = ()
+    data: bytes | None = None
+    if (files and single is None) or args.from_topics:
+        merged = await merged_inputs(args, files)  # every input role, in the merge order
+    elif single is not None:
+        data = jsonl_blob(single)  # a JSONL file goes to the compiled fold whole
+        values = read_input_file(single) if data is None else jsonl_lines(data)
     else:
         data = None
         kafka = kafka_from(args)
@@ -268,22 +292,29 @@ async def run_replay(args: argparse.Namespace) -> int:
             async with AsyncExitStack() as stack:
                 if target is not None:
                     sinks.append(await stack.enter_async_context(topic_sink(kafka_from(args), target)))
-                result = await replay(engine, values, sinks, progress, data=data)
+                if merged is not None:
+                    result = await replay_merged(engine, merged, sinks, progress)
+                else:
+                    result = await replay(engine, values, sinks, progress, data=data)
     except ReplayInterrupted as stop:
         print(
-            f"replay interrupted after {stop.done} of {stop.total} decisions (canonical order); "
+            f"replay interrupted after {stop.done} of {stop.total} {'inputs' if merged else 'decisions'} "
+            "(canonical order); "
             "outputs are partial" + (f": {args.out} holds what was written" if args.out else ""),
             file=sys.stderr,
         )
         if outbox is not None:
             outbox.drain(REPLAY_SOURCE)
-            meta = replay_metadata(args, "", {})
+            meta = replay_metadata(args, files, "", {})
             write_run_metadata(args.out, meta | {"interrupted_after_decisions": stop.done, "digest": None})
         return 130
     if outbox is not None:
         outbox.drain(REPLAY_SOURCE)  # the replay is over: every minute is complete
-        write_run_metadata(args.out, replay_metadata(args, result.digest, dict(result.orders)))
-    print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
+        write_run_metadata(args.out, replay_metadata(args, files, result.digest, dict(result.orders)))
+    if merged is not None:
+        print("\n".join(input_summary(result, merged)))
+    else:
+        print(f"replayed {result.decisions} decisions -> {result.events} exec-events; orders by final status:")
     for status, count in sorted(result.orders.items()):
         print(f"  {status:<16} {count}")
     if result.open_orders:
@@ -300,13 +331,12 @@ async def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def replay_metadata(args: argparse.Namespace, digest: str, orders: dict[str, int]) -> dict[str, object]:
+def replay_metadata(
+    args: argparse.Namespace, files: dict[str, Path], digest: str, orders: dict[str, int]
+) -> dict[str, object]:
     """What `report` shows about the run: its inputs, fill model, seed, config and digest."""
-    inputs: dict[str, object] = {}
-    if args.from_file is not None:
-        inputs["decisions"] = str(args.from_file)
-        inputs["decisions_sha256"] = file_digest(args.from_file)
-    else:
+    inputs: dict[str, object] = inputs_metadata(args, files)
+    if args.from_topic is not None:
         inputs["topic"] = args.from_topic
         inputs["range"] = args.range
         inputs["from_ts"] = args.from_ts

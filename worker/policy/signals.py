@@ -10,6 +10,7 @@ from __future__ import annotations
 from worker.contract.enums import OrderType, Side, TimeInForce
 from worker.contract.messages import Decision, Signal
 from worker.policy.modes import ScenarioParams, SymbolFilters
+from worker.policy.pretrade import PreTradePolicy
 
 
 class MissingFilters(LookupError):
@@ -46,3 +47,14 @@ def signal_to_decision(
         weak_signal_throttle=signal.weak_signal_throttle,
         costs_bps=params.cost_bps,
     )
+
+
+def signal_command(signal: Signal, policy: PreTradePolicy) -> Decision | None:
+    """What the live worker does with a signal (worker/runtime/worker.py `_decode`), for a replay:
+    its gate statistics set the adaptive factor of the policy's current partition state, then it
+    becomes a command under the mode in force at its event time (None: no action). Raises
+    `MissingFilters` as `signal_to_decision` does."""
+    policy.observe_gate_stats(signal.gate_reason_stats)
+    modes = policy.modes
+    mode, _ = modes.choose(signal.event_ts_ms)
+    return signal_to_decision(signal, modes.modes[mode], mode, modes.symbol_filters)

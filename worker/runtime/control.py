@@ -4,14 +4,14 @@
 Both topics are compacted: the latest value per key is the state. The feed reads them from the
 beginning before the worker consumes any input (so a forced mode applies from the first order),
 then follows them in the background. A message that cannot be used is logged and counted, never
-fatal: control input must not stop execution. Live only: a replay follows its own modes file.
+fatal: control input must not stop execution. A replay applies the same records the same way
+(`worker/policy/feeds.py`), in its merge order (`worker/runtime/replay_inputs.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,14 +21,11 @@ from worker.codec.wire import WireCodec
 from worker.contract.messages import HarvestHealth, MarketSnapshot, StrategyModeCommand
 from worker.io.kafka import KafkaConfig, topic_partitions
 from worker.io.topics import TopicsFile, codec_for
+from worker.policy.feeds import ControlInputs
 from worker.policy.pretrade import PreTradePolicy
 from worker.runtime.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-
-# Activity is measured over one second of event time: short enough to catch a burst, long
-# enough not to flap on single messages (the trigger's hysteresis does the rest).
-ACTIVITY_WINDOW_MS = 1_000
 
 
 class ControlFeed:
@@ -42,15 +39,14 @@ class ControlFeed:
         market_topic: tuple[str, WireCodec] | None = None,
     ) -> None:
         self._kafka = kafka
-        self._policy = policy
         self._metrics = metrics
         self._codecs = {mode_topic[0]: mode_topic[1], health_topic[0]: health_topic[1]}
         self._mode_topic = mode_topic[0]
         self._market_topic = market_topic[0] if market_topic else None
         if market_topic is not None:
             self._codecs[market_topic[0]] = market_topic[1]
-        # Event times of the market snapshots of the last ACTIVITY_WINDOW_MS.
-        self._recent: deque[int] = deque()
+        # What each control record does to the policy (shared with the replay: policy/feeds.py).
+        self._inputs = ControlInputs(policy)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -101,13 +97,6 @@ class ControlFeed:
         while True:
             await self._apply(await self._consumer.getmany(timeout_ms=1_000))
 
-    def _observe_market(self, snapshot: MarketSnapshot) -> None:
-        """Activity = market snapshots per second of event time, fed to the market trigger."""
-        self._recent.append(snapshot.event_time_ms)
-        while self._recent and self._recent[0] <= snapshot.event_time_ms - ACTIVITY_WINDOW_MS:
-            self._recent.popleft()
-        self._policy.modes.observe_activity(len(self._recent) * 1000 / ACTIVITY_WINDOW_MS)
-
     async def _apply(self, batches: dict[TopicPartition, list[object]]) -> None:
         for tp, records in batches.items():
             codec = self._codecs[tp.topic]
@@ -117,13 +106,13 @@ class ControlFeed:
                     continue  # a tombstone: nothing to apply
                 try:
                     if tp.topic == self._market_topic:
-                        self._observe_market(codec.decode(MarketSnapshot, value))
+                        self._inputs.market(codec.decode(MarketSnapshot, value))
                     elif tp.topic == self._mode_topic:
                         command = codec.decode(StrategyModeCommand, value)
-                        self._policy.modes.set_explicit(command.mode)
+                        self._inputs.mode(command)
                         log.info("audit: explicit mode set to %s (%s)", command.mode, command.reason or "no reason")
                     else:
-                        self._policy.observe_health(codec.decode(HarvestHealth, value))
+                        self._inputs.health(codec.decode(HarvestHealth, value))
                 except (DecodeError, ValueError) as exc:
                     self._metrics.control_errors.labels(tp.topic).inc()
                     log.warning("control message on %s ignored: %s", tp.topic, exc)

@@ -60,6 +60,11 @@ class ReplayResult:
     open_orders: int = 0  # resting orders the market data never finished
     observed: Counter[str] = field(default_factory=Counter)  # orders let go by a rule in `observe`
     digest: str = ""
+    # A replay of every input role (worker/runtime/replay_merge.py) also counts these.
+    signals: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # inputs that made no order, by reason
+    control: Counter[str] = field(default_factory=Counter)  # control records applied, by role
+    ignored: Counter[str] = field(default_factory=Counter)  # control records that could not be used
 
 
 def outbox_sink(outbox: Outbox) -> ReplaySink:
@@ -200,6 +205,46 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class EventStream:
+    """A replay's output as it is made: each event's canonical line goes into the digest and to
+    the sinks (chunk by chunk); the first event of an order counts its `observed` rules."""
+
+    def __init__(self, sinks: Sequence[ReplaySink], result: ReplayResult) -> None:
+        self._sinks = sinks
+        self._result = result
+        self._digest = hashlib.sha256()
+        self._pending: list[OutboxLine] = []
+
+    async def emit(self, events: Iterable[ExecEvent]) -> None:
+        for event in events:
+            if event.observed is not None and event_seq(event.event_id) == 1:
+                self._result.observed.update(event.observed)
+            line = encode_json(event)
+            self._digest.update(line + b"\n")
+            self._pending.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))
+        if len(self._pending) >= _SINK_CHUNK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        for sink in self._sinks:
+            await sink(self._pending)
+        self._result.events += len(self._pending)
+        self._pending.clear()
+
+    async def finish(self, engine: ExecutionEngine, book: OrderTable) -> None:
+        """After the last input: the market data's remaining fills, the counts, the digest."""
+        result = self._result
+        venue = engine.executor if isinstance(engine.executor, BacktestExecutor) else None
+        if venue is not None:
+            for client_order_id, update in venue.fills_until(None):
+                await self.emit(engine.observe(book, client_order_id, update))
+            result.open_orders = venue.open_orders()
+        await self.flush()
+        book.commit()
+        result.orders.update({status.value: count for status, count in book.by_status().items()})
+        result.digest = self._digest.hexdigest()
+
+
 async def _fold(
     engine: ExecutionEngine, values: Iterable[bytes], sinks: Sequence[ReplaySink], progress: ReplayProgress | None
 ) -> ReplayResult:
@@ -208,44 +253,19 @@ async def _fold(
     if progress is not None:
         progress(0, len(decisions))
     book = OrderTable()
-    digest = hashlib.sha256()
-    pending: list[OutboxLine] = []
+    stream = EventStream(sinks, result)
     venue = engine.executor if isinstance(engine.executor, BacktestExecutor) else None
-
-    async def emit(events: Iterable[ExecEvent]) -> None:
-        for event in events:
-            if event.observed is not None and event_seq(event.event_id) == 1:
-                result.observed.update(event.observed)
-            line = encode_json(event)
-            digest.update(line + b"\n")
-            pending.append(OutboxLine(event.symbol, event.event_ts_ms, event.event_id, line))
-        if len(pending) >= _SINK_CHUNK:
-            await flush()
-
-    async def flush() -> None:
-        for sink in sinks:
-            await sink(pending)
-        result.events += len(pending)
-        pending.clear()
-
     for index, decision in enumerate(decisions):
         if venue is not None:
             for client_order_id, update in venue.fills_until(decision.event_ts_ms):
-                await emit(engine.observe(book, client_order_id, update))
+                await stream.emit(engine.observe(book, client_order_id, update))
         source = trusted(SourceRef, topic=REPLAY_SOURCE, partition=0, offset=index)
-        await emit((await handle(engine, book, decision, source)).events)
+        await stream.emit((await handle(engine, book, decision, source)).events)
         if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
             progress(index + 1, len(decisions))
-    if venue is not None:
-        for client_order_id, update in venue.fills_until(None):
-            await emit(engine.observe(book, client_order_id, update))
-        result.open_orders = venue.open_orders()
-    await flush()
+    await stream.finish(engine, book)
     if progress is not None:
         progress(len(decisions), len(decisions))
-    book.commit()
-    result.orders.update({status.value: count for status, count in book.by_status().items()})
-    result.digest = digest.hexdigest()
     return result
 
 
