@@ -28,11 +28,11 @@ from tests.broker.helpers import ROOT, TestTopics, cli, committed_offsets, end_o
 from tests.broker.test_replay import group_members, outbox_lines, without_source
 from tests.factories import decision_dict
 from worker.codec.json_codec import decode_json
-from worker.contract.messages import HarvestHealth, MarketSnapshot, Signal, StrategyModeCommand
+from worker.contract.messages import Decision, HarvestHealth, MarketSnapshot, Signal, StrategyModeCommand
 from worker.execution.backtest import BacktestExecutor
 from worker.execution.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
-from worker.io.topics import codec_for
+from worker.io.topics import codec_for, write_variant
 from worker.policy.modes import load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
@@ -97,7 +97,7 @@ class Scenario:
                         signal_row_id=f"d{self.rows}", ts_ms=ts + 5, event_ts_ms=ts, symbol=symbol, side=side
                     )
                     rows.append({**row, **GRID[symbol], **fields})
-        await self.send("decisions", [(r["symbol"].encode(), orjson.dumps(r)) for r in rows])
+        await self.send("decisions", [(r["symbol"].encode(), decode_json(Decision, orjson.dumps(r))) for r in rows])
 
     async def signals(self, at: int, scores: list[str], gated: int) -> None:
         """Every symbol's signals at two milliseconds (XRPUSDT has no grid: a config reject)."""
@@ -253,3 +253,55 @@ def _replay(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cli("replay", *args), cwd=ROOT, capture_output=True, timeout=300, text=True)
     assert result.returncode == 0, result.stderr
     return result
+
+
+async def test_from_topics_reads_avro_as_json_and_says_which_topic_is_missing(
+    kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path
+) -> None:
+    # The same records on JSON topics, on Avro topics and in files: one digest.
+    roles = ("decisions", "signals", "market", "strategy_mode", "harvest_health")
+    json_topics = await topics_factory(partitions=1)
+    avro_topics = await topics_factory(partitions=1, **dict.fromkeys(roles, "avro"))
+    modes = str(ROOT / "examples" / "modes.yaml")
+    for topics in (json_topics, avro_topics):
+        scene = Scenario(kafka, topics)
+        await scene.decisions(T0, per_symbol=2)
+        await scene.signals(T0 + 2_000, ["2.4", "-3.9", "1"], gated=20)
+        await scene.market([T0 + 3_000 + 50 * i for i in range(12)])
+        await scene.decisions(T0 + 4_000, per_symbol=1)
+        mode = StrategyModeCommand.model_validate({"mode": "night", "ts_ms": T0 + 5_000})
+        await scene.send("strategy_mode", [(b"global", mode)])
+        await scene.decisions(T0 + 6_000, per_symbol=1)
+    digests = []
+    for topics in (json_topics, avro_topics):
+        common = ["--topics", str(topics.path), "--bootstrap-servers", kafka.bootstrap_servers]
+        out = _replay("--from-topics", *common, "--modes", modes).stdout
+        assert "market=12" in out and "strategy_mode=1" in out
+        digests.append(out.strip().splitlines()[-1])
+    assert digests[0] == digests[1]
+    # Files of the JSON topics' records replay to the same digest (one partition: one policy state).
+    paths = []
+    for role in ("decisions", "signals", "market", "strategy_mode"):
+        path = tmp_path / f"{role}.jsonl"
+        path.write_bytes(b"".join(v + b"\n" for _, _, v in await _records(kafka, json_topics.name(role))))
+        paths += ["--from-file", f"{role}={path}"]
+    assert _replay(*paths, "--modes", modes).stdout.strip().splitlines()[-1] == digests[0]
+
+    absent = tmp_path / "absent.yaml"
+    write_variant(ROOT / "topics.yaml", absent, f"absent{uuid.uuid4().hex[:6]}")
+    failed = subprocess.run(
+        cli("replay", "--from-topics", "--topics", str(absent), "--bootstrap-servers", kafka.bootstrap_servers),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
+    assert failed.returncode == 2, failed.stderr
+    assert "topics missing on the cluster" in failed.stderr and "(role signals)" in failed.stderr
+    assert "execworker topics apply --topics" in failed.stderr
+
+
+async def _records(kafka: KafkaConfig, topic: str) -> list[tuple[int, int, bytes]]:
+    from tests.broker.helpers import read_records
+
+    return await read_records(kafka, topic)
