@@ -1,5 +1,6 @@
 """Deterministic replay: byte-identical output across runs, file vs topic, 1 vs 4 partitions, Avro vs
-JSONL; and the same events as a live consumer group of two workers."""
+JSONL; and the same events as a live consumer group of two workers (with every input role:
+test_replay_every_input.py)."""
 
 from __future__ import annotations
 
