@@ -279,6 +279,12 @@ async def test_from_topics_reads_avro_as_json_and_says_which_topic_is_missing(
         assert "market=12" in out and "strategy_mode=1" in out
         digests.append(out.strip().splitlines()[-1])
     assert digests[0] == digests[1]
+    decisions_only = [
+        _replay("--from-topic", "decisions", "--topics", str(t.path), "--bootstrap-servers", kafka.bootstrap_servers)
+        for t in (json_topics, avro_topics)
+    ]
+    assert "replayed 48 decisions" in decisions_only[1].stdout  # --from-topic reads an Avro topic too
+    assert decisions_only[0].stdout.splitlines()[-1] == decisions_only[1].stdout.splitlines()[-1]
     # Files of the JSON topics' records replay to the same digest (one partition: one policy state).
     paths = []
     for role in ("decisions", "signals", "market", "strategy_mode"):

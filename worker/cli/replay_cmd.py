@@ -24,6 +24,7 @@ from worker.cli.replay_sources import (
     inputs_metadata,
     merged_inputs,
     single_decisions_file,
+    topic_values,
 )
 from worker.codec.errors import DecodeError
 from worker.codec.json_codec import decode_json
@@ -265,7 +266,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         from worker.io.kafka import read_committed_topic
 
         records = await read_committed_topic(kafka, topic, parse_ranges(args.range), args.from_ts)
-        values = [record.value for record in records]
+        values = topic_values(args, topic, [record.value for record in records])
     executor = BacktestExecutor(
         Rng(args.seed),
         latency=latency_from(args),

@@ -89,3 +89,28 @@ def inputs_metadata(args: argparse.Namespace, files: dict[str, Path]) -> dict[st
         inputs[role] = str(path)
         inputs[f"{role}_sha256"] = file_digest(path)
     return inputs
+
+
+def topic_values(args: argparse.Namespace, topic: str, values: list[bytes]) -> list[bytes]:
+    """`--from-topic` values as JSON: a topic the topics file names in Avro is read with its codec
+    (a record that is not Avro stays as it is, and the replay counts it as undecodable)."""
+    from worker.codec.errors import DecodeError
+    from worker.codec.wire import AvroWire
+    from worker.io.topics import TopicsConfigError, codec_for
+
+    spec = next((s for s in topics_from(args).topics.values() if s.name == topic), None)
+    if spec is None:
+        return values
+    try:
+        codec = codec_for(spec, args.schemas_dir)
+    except TopicsConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(codec, AvroWire):
+        return values
+    decoded: list[bytes] = []
+    for value in values:
+        try:
+            decoded.append(codec.to_json(value))
+        except DecodeError:
+            decoded.append(value)
+    return decoded
