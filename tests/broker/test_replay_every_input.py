@@ -221,7 +221,7 @@ async def test_a_live_group_with_signals_modes_market_and_a_binding_wall_commits
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     assert all(worker.summary.consumed for worker in workers)  # both did part of the work
 
-    live = [value for _, _, value in await _exec_events(kafka, topics)]
+    live = [value for _, _, value in await _records(kafka, topics.name("exec_events"))]
     common = ["--topics", str(topics.path), "--modes", str(modes), "--bootstrap-servers", kafka.bootstrap_servers]
     result = _replay("--from-topics", *common, "--out", str(tmp_path / "replay"))
     replayed = outbox_lines(tmp_path / "replay")
@@ -233,7 +233,11 @@ async def test_a_live_group_with_signals_modes_market_and_a_binding_wall_commits
     reasons = Counter(e["reason"] for e in events)
     assert reasons["rate_global"] > 0 and reasons["rate_symbol"] > 0 and reasons["harvest_stale"] > 0
     assert any(e["signal_row_id"].startswith("s") for e in events)
-    assert "signal_no_action=" in result.stdout and "undecodable input: " in result.stdout
+    assert "signal_no_action=16" in result.stdout
+    # What live dead-lettered, the replay counts as rejected, by error class (XRPUSDT has no grid).
+    dead = Counter(orjson.loads(v)["error_class"] for _, _, v in await _records(kafka, topics.name("dlq")))
+    assert dead == {"config": 10, "unknown_schema": 1}
+    assert "undecodable input (live: the DLQ): config=10, unknown_schema=1" in result.stdout
     assert "market=13" in result.stdout and "strategy_mode=1" in result.stdout and "harvest_health=2" in result.stdout
     # The decisions alone (today's --from-topic) miss what the other roles did: not what live did.
     decisions_only = _replay("--from-topic", "decisions", *common, "--out", str(tmp_path / "decisions-only"))
@@ -241,12 +245,6 @@ async def test_a_live_group_with_signals_modes_market_and_a_binding_wall_commits
     assert sorted(map(without_source, outbox_lines(tmp_path / "decisions-only"))) != sorted(
         map(without_source, [v for v in live if orjson.loads(v)["signal_row_id"].startswith("d")])
     )
-
-
-async def _exec_events(kafka: KafkaConfig, topics: TestTopics) -> list[tuple[int, int, bytes]]:
-    from tests.broker.helpers import read_records
-
-    return await read_records(kafka, topics.name("exec_events"))
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:

@@ -321,13 +321,16 @@ async def run_replay(args: argparse.Namespace) -> int:
     if result.open_orders:
         print(f"  ({result.open_orders} still resting when the market data ends)")
     if result.rejected:
-        print("  undecodable input: " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items())))
+        print(
+            "  undecodable input (live: the DLQ): " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejected.items()))
+        )
     if args.out:
         print(f"outbox: {args.out}/ready/exec_events/")
     for line in render_rules(engine.policy.rules_overview(), result.observed):
         print(line)
     for switch in engine.mode_switches:
-        print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}")
+        where = f" for {switch.symbol}" if switch.symbol else ""
+        print(f"  mode {switch.old} -> {switch.new} ({switch.trigger}) at {switch.at_ms}{where}")
     print(f"sha256:{result.digest}")
     return 0
 
