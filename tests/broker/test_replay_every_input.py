@@ -29,8 +29,8 @@ from tests.broker.test_replay import group_members, outbox_lines, without_source
 from tests.factories import decision_dict
 from worker.codec.json_codec import decode_json
 from worker.contract.messages import Decision, HarvestHealth, MarketSnapshot, Signal, StrategyModeCommand
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.kafka import KafkaConfig
 from worker.io.topics import codec_for, write_variant
 from worker.policy.modes import load_modes

@@ -12,8 +12,8 @@ import pytest
 from tests.factories import decision_dict
 from worker.cli.entry import main
 from worker.contract.messages import StrategyModeCommand
-from worker.execution.backtest import BacktestExecutor
-from worker.execution.engine import ExecutionEngine
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
 from worker.io.outbox import OutboxLine
 from worker.policy.modes import load_modes
 from worker.policy.pretrade import PreTradePolicy
