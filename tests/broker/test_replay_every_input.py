@@ -187,7 +187,7 @@ async def test_a_live_group_with_signals_modes_market_and_a_binding_wall_commits
     try:
         # Both members own partitions before any input exists (no takeover mid-run).
         async def stable() -> bool:
-            return await group_members(kafka, group) == ("Stable", 2) and all(w._owners for w in workers)
+            return await group_members(kafka, group) == ("Stable", 2) and all(w.partitions.owners for w in workers)
 
         await eventually(stable, timeout_s=90, what="a group of two")
 

@@ -17,7 +17,7 @@ from worker.codec.wire import WireCodec
 from worker.contract.messages import Decision, Signal
 from worker.core.dlq import InputRecord
 from worker.policy.pretrade import PreTradePolicy
-from worker.policy.signals import MissingFilters, signal_to_decision
+from worker.policy.signals import MissingFilters, signal_command
 
 
 class Routing(Protocol):
@@ -42,11 +42,9 @@ class Intake:
         decision: Decision | None
         if record.topic == self.signals_topic:
             signal = codec.decode(Signal, record.value)
-            self.policy.observe_gate_stats(signal.gate_reason_stats)
-            modes = self.policy.modes
-            mode, _ = modes.choose(signal.event_ts_ms)
             try:
-                decision = signal_to_decision(signal, modes.modes[mode], mode, modes.symbol_filters)
+                # The signal rules, shared with the replay of every input (policy/signals.py).
+                decision = signal_command(signal, self.policy)
             except MissingFilters as exc:
                 raise DecodeError(ErrorClass.CONFIG, str(exc)) from None
         else:

@@ -50,8 +50,8 @@ def signal_to_decision(
 
 
 def signal_command(signal: Signal, policy: PreTradePolicy) -> Decision | None:
-    """What the live worker does with a signal (worker/runtime/worker.py `_decode`), for a replay:
-    its gate statistics set the adaptive factor of the policy's current partition state, then it
+    """A signal's command, live (core/intake.py) and in a replay (runtime/replay_merge.py): its
+    gate statistics set the adaptive factor of the policy's current partition state, then it
     becomes a command under the mode in force at its event time (None: no action). Raises
     `MissingFilters` as `signal_to_decision` does."""
     policy.observe_gate_stats(signal.gate_reason_stats)
