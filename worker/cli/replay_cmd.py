@@ -299,7 +299,7 @@ async def run_replay(args: argparse.Namespace) -> int:
                     result = await replay(engine, values, sinks, progress, data=data)
     except ReplayInterrupted as stop:
         print(
-            f"replay interrupted after {stop.done} of {stop.total} {'inputs' if merged else 'decisions'} "
+            f"replay interrupted after {stop.done} of {stop.total} {'inputs' if merged is not None else 'decisions'} "
             "(canonical order); "
             "outputs are partial" + (f": {args.out} holds what was written" if args.out else ""),
             file=sys.stderr,
