@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,6 +52,8 @@ class ControlFeed:
             self._codecs[market_topic[0]] = market_topic[1]
         # Event times of the market snapshots of the last ACTIVITY_WINDOW_MS.
         self._recent: deque[int] = deque()
+        # Also handed every market snapshot (the shadow's live market view, runtime/shadow.py).
+        self.on_market: list[Callable[[MarketSnapshot], None]] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -103,6 +106,8 @@ class ControlFeed:
 
     def _observe_market(self, snapshot: MarketSnapshot) -> None:
         """Activity = market snapshots per second of event time, fed to the market trigger."""
+        for listener in self.on_market:
+            listener(snapshot)
         self._recent.append(snapshot.event_time_ms)
         while self._recent and self._recent[0] <= snapshot.event_time_ms - ACTIVITY_WINDOW_MS:
             self._recent.popleft()
