@@ -98,7 +98,7 @@ clean:
 ## throughput cost and parity -> bench/results/shadow.json (BENCHMARKS.md).
 .PHONY: bench-shadow
 bench-shadow: venv
-	scripts/with-broker $(BIN)/python -m bench.shadow --rounds 5 --out bench/results/shadow.json
+	scripts/with-broker $(BIN)/python -m bench.shadow --rounds 7 --out bench/results/shadow.json
 
 .PHONY: gates gates-baseline ops-check
 gates: venv
