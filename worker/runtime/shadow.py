@@ -10,7 +10,7 @@ offsets either.
 
 Its order table is started fresh when this worker takes a partition over (not rebuilt from
 `exec-shadow.v1`): the shadow is a measurement, and a cancel of an order placed before the
-takeover is simply dropped by the shadow (`unknown_target`). An order is shadowed once (a
+takeover is simply dropped by the shadow (its target is unknown there). An order is shadowed once (a
 resend, or a batch processed again after an abort, is recognised by its client order id in the
 staged table).
 
