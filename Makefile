@@ -94,6 +94,12 @@ clean:
 
 ## gates (issue 12): idempotency of the live path, in-process p95 decode -> venue request <= 5 ms,
 ## performance as a ratio to a reference loop vs bench/gates_baseline.json. Called by .ci/run.
+## bench-shadow: the sample against the sandbox with and without a backtest:quote shadow (issue 12):
+## throughput cost and parity -> bench/results/shadow.json (BENCHMARKS.md).
+.PHONY: bench-shadow
+bench-shadow: venv
+	scripts/with-broker $(BIN)/python -m bench.shadow --rounds 7 --out bench/results/shadow.json
+
 .PHONY: gates gates-baseline ops-check
 gates: venv
 	scripts/with-broker $(BIN)/python -m bench.gates

@@ -5,6 +5,8 @@
                 and the second pass adds no order (100% recognised as duplicates)
   hot path      in-process p95 from input bytes decoded to the venue request (the executor's
                 `submit` called) <= 5 ms of CPU time over the sample
+  shadow parity the sample through the live path against the sandbox with a `backtest:quote`
+                shadow beside it (bench/shadow.py): parity >= 99%, one shadow event per order
   performance   the in-process pass over the sample, timed as a ratio to a fixed reference loop
                 measured in the same run (machine speed cancels out), against the committed
                 baseline (bench/gates_baseline.json): slower than baseline x (1 + tolerance) fails
@@ -41,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from bench.run import drop_topics, fresh_topics, produce_all
+from bench.shadow import PARITY_GATE, pinned_market, pinned_sandbox, shadow_pass
 from examples.gen_decisions import SYMBOLS
 from worker.codec.json_codec import decode_json
 from worker.contract.enums import OrderStatus
@@ -152,6 +155,30 @@ async def idempotency_gate(kafka: KafkaConfig, workdir: Path) -> Gate:
 
 async def _order_ids(kafka: KafkaConfig, topic: str) -> set[str]:
     return {orjson.loads(r.value)["client_order_id"] for r in await read_committed_topic(kafka, topic)}
+
+
+# -- shadow parity --------------------------------------------------------------------------
+
+
+async def shadow_parity_gate(kafka: KafkaConfig, workdir: Path) -> Gate:
+    values = [line for line in SAMPLE.read_bytes().splitlines() if line.strip()]
+    market = pinned_market(values)
+    async with pinned_sandbox(market) as (url, _):
+        try:
+            done = await shadow_pass(kafka, workdir, url, market, True, values)
+        except TimeoutError:
+            return Gate("shadow parity", False, f"the pass did not drain within {DRAIN_TIMEOUT_S} s")
+    mismatches = {field: int(n) for field, n in (done.mismatches or {}).items() if n}
+    ok = (
+        min(done.parity, done.parity_all) >= PARITY_GATE and done.compared == done.orders_sent == done.shadow_events > 0
+    )
+    detail = (
+        f"sandbox primary, backtest:quote shadow: parity {done.parity_all:.2%} over all {done.compared} "
+        f"compared orders, {done.parity:.2%} on the gauge (the last 1,000; gate {PARITY_GATE:.0%}), "
+        f"mismatches {mismatches or 'none'}; "
+        f"{done.shadow_events} shadow events for {done.orders_sent} orders sent"
+    )
+    return Gate("shadow parity", ok, detail)
 
 
 # -- in-process hot path ----------------------------------------------------------------------
@@ -282,6 +309,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await kafka.check_reachable()
         with tempfile.TemporaryDirectory(prefix="execworker-gates-") as tmp:
             gates.insert(0, await idempotency_gate(kafka, Path(tmp)))
+            gates.insert(1, await shadow_parity_gate(kafka, Path(tmp)))
     for gate in gates:
         print(f"  {'PASS' if gate.ok else 'FAIL'}  {gate.name:<14} {gate.detail}")
     return 0 if all(gate.ok for gate in gates) else 1

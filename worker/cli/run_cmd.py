@@ -26,15 +26,27 @@ from worker.contract.enums import ExecutorKind
 from worker.contract.executor import IExecutor
 from worker.core.backtest import BacktestExecutor
 from worker.core.engine import EngineConfig, ExecutionEngine
+from worker.core.fills import fill_model
+from worker.core.live_market import LiveMarketView
 from worker.core.venue_filters import GridPolicy, VenueFiltersError
 from worker.io.binance.client import BinanceClient, VenueCredentials
 from worker.io.binance.executor import BinanceExecutor
 from worker.io.partitioner import Partitioner
+from worker.io.topics import TopicsFile, codec_for
 from worker.policy.modes import ModesConfigError, load_modes
 from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rng import Rng
 from worker.runtime.orderlog import DEFAULT_SAMPLE_PASS, OrderLog
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.shadow import (
+    SHADOW_ROLE,
+    ShadowDriver,
+    ShadowSpec,
+    ShadowSpecError,
+    VenueShadow,
+    attach,
+    parse_shadow_spec,
+)
 from worker.runtime.worker import ExecWorker, TakeoverFailed
 from worker.sandbox.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
@@ -43,6 +55,8 @@ AVAILABLE_EXECUTORS = (ExecutorKind.BACKTEST, ExecutorKind.SANDBOX, ExecutorKind
 API_KEY_ENV = "EXECWORKER_API_KEY"
 API_SECRET_ENV = "EXECWORKER_API_SECRET"
 API_SECRET_FILE_ENV = "EXECWORKER_API_SECRET_FILE"
+SHADOW_API_KEY_ENV = "EXECWORKER_SHADOW_API_KEY"
+SHADOW_API_SECRET_ENV = "EXECWORKER_SHADOW_API_SECRET"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,6 +141,14 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_SAMPLE_PASS,
         help="share of passed orders given an order log line (failures: all); by client order id hash",
+    )
+    run.add_argument(
+        "--shadow",
+        help="run a shadow executor beside the primary and compare their answers: backtest:MODEL "
+        "(a fill model, on market.v1) or venue:URL; events to the shadow_events topic (docs/operations.md)",
+    )
+    run.add_argument(
+        "--shadow-timeout-s", type=float, default=0.5, help="the most the shadow may add to a batch's send"
     )
     suppress_defaults(run)
 
@@ -235,11 +257,69 @@ def policy_for(modes: Path | None) -> PreTradePolicy:
         raise UsageError(str(exc)) from None
 
 
+def shadow_credentials() -> VenueCredentials:
+    """A venue shadow's own keys (never the primary's): $EXECWORKER_SHADOW_API_KEY and
+    $EXECWORKER_SHADOW_API_SECRET, else the sandbox's documented keys."""
+    key, secret = os.environ.get(SHADOW_API_KEY_ENV), os.environ.get(SHADOW_API_SECRET_ENV)
+    if key and secret:
+        return VenueCredentials(key, secret)
+    return VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+
+
+def shadow_spec_from(config: RunConfig, topics: TopicsFile) -> ShadowSpec | None:
+    """`--shadow SPEC`, checked before anything starts: exit 2 with what to fix."""
+    if config.shadow is None:
+        return None
+    try:
+        spec = parse_shadow_spec(config.shadow)
+    except ShadowSpecError as exc:
+        raise UsageError(str(exc)) from None
+    if SHADOW_ROLE not in topics.topics:
+        raise UsageError(
+            f"--shadow needs the `{SHADOW_ROLE}` role in {config.topics} (exec-shadow.v1 in the shipped "
+            "topics.yaml), then `execworker topics apply`"
+        )
+    if config.shadow_timeout_s <= 0:
+        raise UsageError(f"--shadow-timeout-s {config.shadow_timeout_s}: a time in seconds above 0")
+    return spec
+
+
+def shadow_from(
+    config: RunConfig, settings: WorkerSettings, topics: TopicsFile, worker: ExecWorker, spec: ShadowSpec | None
+) -> ShadowDriver | None:
+    """The shadow: its own engine and executor, wired into the worker (runtime/shadow.py)."""
+    if spec is None:
+        return None
+    market: LiveMarketView | None = None
+    executor: IExecutor
+    if spec.kind == "backtest":
+        market = LiveMarketView()
+        executor = BacktestExecutor(Rng(settings.seed), fills=fill_model(spec.target), market=market)
+    else:
+        client = BinanceClient(
+            spec.target,
+            shadow_credentials(),
+            timeout_s=min(config.venue_timeout_s, config.shadow_timeout_s),
+            recv_window_ms=settings.recv_window_ms,
+        )
+        executor = VenueShadow(BinanceExecutor(client, max_tries=1, venue_name=ExecutorKind.SHADOW.value))
+    role = topics.role(SHADOW_ROLE)
+    driver = ShadowDriver(
+        ExecutionEngine(executor),
+        worker.metrics,
+        (role.name, codec_for(role, settings.schemas_dir)),
+        timeout_s=config.shadow_timeout_s,
+    )
+    attach(worker, driver, market)
+    return driver
+
+
 async def run_worker(args: argparse.Namespace) -> int:
     config = config_from(args)
     settings = settings_from(config)
     topics = topics_for(config.topics)
     engine = engine_from(config, settings)
+    shadow_spec = shadow_spec_from(config, topics)
     if not 0 <= config.log_sample_pass <= 1:
         raise UsageError(f"--log-sample-pass {config.log_sample_pass}: a share within 0..1 (0.01 = 1%)")
     try:
@@ -247,6 +327,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"--outbox {settings.outbox_dir}: cannot use it ({exc.strerror})") from None
     worker.summary.rules = engine.policy.rules_overview()
+    shadow = shadow_from(config, settings, topics, worker, shadow_spec)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.request_stop)
@@ -260,6 +341,8 @@ async def run_worker(args: argparse.Namespace) -> int:
             ) from None
         metrics_url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     started = time.monotonic()
+    if shadow is not None:
+        await shadow.start()
     try:
         summary = await worker.run()
     except TakeoverFailed as exc:
@@ -268,6 +351,9 @@ async def run_worker(args: argparse.Namespace) -> int:
     except VenueFiltersError as exc:
         print(f"execworker run: {exc}", file=sys.stderr)
         return 3
+    finally:
+        if shadow is not None:
+            await shadow.close()
     elapsed = time.monotonic() - started
     print(summary.render(elapsed, str(settings.outbox_dir), metrics_url))
     return 0

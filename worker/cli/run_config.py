@@ -74,6 +74,9 @@ class RunConfig(BaseSettings):
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
     log_sample_pass: float = DEFAULT_SAMPLE_PASS  # passed orders with an order log line (failures: all)
+    # Shadow execution (issue 12): `backtest:MODEL` or `venue:URL`; None runs no shadow.
+    shadow: str | None = None
+    shadow_timeout_s: float = 0.5  # the most the shadow may add to a batch's send
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from worker.codec.wire import AvroWire, JsonWire, WireCodec
 from worker.io.schema_registry import RegistryClient, SchemaRegistryError, SubjectRegistry, subject_for
 
 # Roles whose partition counts must agree: exec-events go to the partition number of their input.
-CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events")
+CO_PARTITIONED_ROLES = ("decisions", "signals", "exec_events", "shadow_events")  # shadow: optional
 REQUIRED_ROLES = ("decisions", "signals", "exec_events", "dlq", "strategy_mode", "harvest_health")
 
 

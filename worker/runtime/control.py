@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,6 +48,8 @@ class ControlFeed:
             self._codecs[market_topic[0]] = market_topic[1]
         # What each control record does to the policy (shared with the replay: policy/feeds.py).
         self._inputs = ControlInputs(policy)
+        # Also handed every market snapshot (the shadow's live market view, runtime/shadow.py).
+        self.on_market: list[Callable[[MarketSnapshot], None]] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -106,7 +109,10 @@ class ControlFeed:
                     continue  # a tombstone: nothing to apply
                 try:
                     if tp.topic == self._market_topic:
-                        self._inputs.market(codec.decode(MarketSnapshot, value))
+                        snapshot = codec.decode(MarketSnapshot, value)
+                        self._inputs.market(snapshot)
+                        for listener in self.on_market:
+                            listener(snapshot)
                     elif tp.topic == self._mode_topic:
                         command = codec.decode(StrategyModeCommand, value)
                         self._inputs.mode(command)

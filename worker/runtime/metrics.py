@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from worker.codec.errors import ErrorClass
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
+from worker.core.parity import PARITY_WINDOW, ParityField
 from worker.policy.ids import event_seq
 from worker.policy.rules import RULE_OUTCOME
 from worker.runtime.outcomes import OrderDecisions, reason_label
@@ -144,6 +145,32 @@ class WorkerMetrics:
             "Orders the venue reports in the current 10 s window (X-MBX-ORDER-COUNT-10S).",
             registry=r,
         )
+
+        # Shadow execution (`run --shadow`, worker/runtime/shadow.py): served with or without a
+        # shadow, so that the dashboard and the alert always find them.
+        self.shadow_parity = Gauge(
+            "executor_shadow_parity_ratio",
+            f"Share of the last {PARITY_WINDOW} compared orders whose shadow answer matched the primary's "
+            "(intent price, status, reject reason, fill price within a tick); 1 before the first.",
+            registry=r,
+        )
+        self.shadow_parity.set(1.0)
+        self.shadow_compared = Counter(
+            "executor_shadow_compared_total", "Orders whose primary and shadow answers were compared.", registry=r
+        )
+        self.shadow_mismatch = Counter(
+            "executor_shadow_mismatch_total",
+            "Compared orders on which the shadow differed, by field (one order may differ on several).",
+            ["field"],
+            registry=r,
+        )
+        self.shadow_market = Counter(
+            "executor_shadow_market_snapshots_total",
+            "market.v1 snapshots handed to a backtest shadow's market view (0: it has no quotes yet).",
+            registry=r,
+        )
+        for parity_field in ParityField:
+            self.shadow_mismatch.labels(parity_field.value)
 
         # Series that alerts take `increase()` of exist from the start at 0, so that the first
         # dead letter or aborted transaction is an increase (a series born at 1 is not).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -31,6 +32,15 @@ class TransactionWriter:
         self._exec_topic, self._exec_codec = exec_events
         self._dlq_topic, self._dlq_codec, self._dlq_partitions = dlq
         self._group_id = group_id
+        # `run --shadow` (runtime/shadow.py): the shadow's topic, and per partition the shadow's
+        # events staged for that partition's next transaction, with what to do once it commits.
+        self.shadow_events: tuple[str, WireCodec] | None = None
+        self._shadow: dict[int, tuple[Sequence[ExecEvent], Callable[[], None]]] = {}
+
+    def stage_shadow(self, partition: int, events: Sequence[ExecEvent], on_commit: Callable[[], None]) -> None:
+        """The shadow's events join `partition`'s next transaction (co-partitioned with its
+        exec-events); `on_commit` runs only if that transaction commits."""
+        self._shadow[partition] = (events, on_commit)
 
     async def commit(
         self,
@@ -41,7 +51,9 @@ class TransactionWriter:
         offsets: dict[TopicPartition, int],
     ) -> tuple[list[tuple[ExecEvent, bytes]], int | None]:
         """Returns the events with their JSON lines (for the outbox) and the exec-events offset
-        after the last one (None when there were none)."""
+        after the last one (None when there were none). Staged shadow events go to
+        `shadow_events` in the same transaction (not to the outbox)."""
+        shadow, on_commit = self._shadow.pop(partition, ((), None))
         payloads = [(event, encode_json(event)) for event in events]
         # The outbox is always JSONL; the topic uses its own format (the same bytes for JSON).
         kafka_values = (
@@ -63,6 +75,10 @@ class TransactionWriter:
                 partition % self._dlq_partitions,
                 [(record.source.topic.encode(), self._dlq_codec.encode(record)) for record in dead],
             )
+            if shadow and self.shadow_events is not None:
+                shadow_topic, shadow_codec = self.shadow_events
+                rows = [(event.symbol.encode(), shadow_codec.encode(event)) for event in shadow]
+                dlq_batches += await send_to_partition(producer, shadow_topic, partition, rows)  # awaited below
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self._group_id)
             exec_meta = await asyncio.gather(*(future for future, _ in exec_batches))
@@ -73,6 +89,8 @@ class TransactionWriter:
         except BaseException:
             await quiet_abort(producer)
             raise
+        if on_commit is not None:
+            on_commit()
         next_exec_offset = None
         if exec_batches:
             next_exec_offset = exec_meta[-1].offset + exec_batches[-1][1]

@@ -40,6 +40,7 @@ from worker.runtime.mirror import OutboxMirror
 from worker.runtime.orderlog import OrderLog
 from worker.runtime.partition import ExecHistory, PartitionOwner, Partitions
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.shadow import ShadowDriver, send_alongside
 from worker.runtime.startup import Startup
 from worker.runtime.summary import RunSummary
 from worker.runtime.transactions import TransactionWriter
@@ -99,6 +100,7 @@ class ExecWorker:
         self._stop = asyncio.Event()
         self._last_reconcile = 0.0
         self._last_lag_report = 0.0
+        self.shadow: ShadowDriver | None = None  # `run --shadow` (runtime/shadow.py: attach)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -220,7 +222,7 @@ class ExecWorker:
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
         if not self.engine.executor.requires_intent:
             # No effects outside Kafka: execute now, commit everything in one transaction.
-            sent = await self.venue.send(owner.table, plan.to_send)
+            sent = await send_alongside(self.shadow, self.venue, self.writer, owner, plan.to_send)  # shadow hook
             events = plan.events + [e for result in sent for e in result.events]
             dropped = plan.dropped + [result.dropped for result in sent if result.dropped]
             if await self._transact(owner, events, plan.dead, offsets):
@@ -247,7 +249,7 @@ class ExecWorker:
         if not self.partitions.owns(owner):
             log.warning("partition %d: no longer ours; %d intents left to its owner", owner.partition, len(to_send))
             return
-        sent = await self.venue.send(owner.table, to_send)
+        sent = await send_alongside(self.shadow, self.venue, self.writer, owner, to_send)  # shadow hook (issue 12)
         answers = [e for result in sent for e in result.events]
         if await self._transact(owner, answers, [], {}):
             trips = round_trips(to_send, sent)
