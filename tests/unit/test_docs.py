@@ -20,3 +20,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     first_block = text.split("```sh", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
     assert commands == ["make run", "make test"]
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    """A merge once left `<<<<<<<` in the README; the links test did not see it."""
+    markers = ("<" * 7 + " ", "=" * 7 + "\n", ">" * 7 + " ")
+    roots = [*DOCS, *sorted((ROOT / "worker").rglob("*.py")), *sorted((ROOT / "tests").rglob("*.py"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in roots
+        for number, line in enumerate(path.read_text().splitlines(keepends=True), 1)
+        if line.startswith(markers)
+    ]
+    assert not found, found
