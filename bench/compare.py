@@ -7,6 +7,17 @@
             produce, offsets in one transaction, no work). Rates include each one's group join.
   replay    `execworker replay --from-file` of the same decisions vs a bare Python loop of
             `orjson.loads` over the same file; both whole processes, best of three.
+  latency   p95 produce -> output visible to a read_committed reader, at a steady 500/s for 20 s:
+            the worker (decisions -> exec-events) vs the minimal aiokafka exactly-once echo (own
+            input and output topics, the worker's consumer settings: fetch_max_wait_ms 20,
+            max 500 records a poll), alternated, each after a warm-up whose outputs are awaited;
+            and the same echo with one transactional producer per partition (the worker's shape).
+  rebuild   the takeover rebuild of a 6-partition exec-events topic holding the exec-events of the
+            same decisions (keyed by symbol, as the worker writes them), through the compiled fold
+            vs the pydantic fold it replaced (`rebuild_partitions(fold="reference")`), alternated,
+            best of two: with the outbox caught up (a takeover: the previous owner published) and
+            with a fresh outbox (every event re-published, as `bench.run --only throughput`
+            measures it); and the fold alone, in process, on the same values.
 
 Ratios go to BENCHMARKS.md; the raw figures to bench/results/compare.json. Wall-clock time is
 used here, and only here: benchmarks measure the shell, they produce no events.
@@ -33,7 +44,17 @@ from aiokafka.admin import NewTopic
 
 from bench.run import drop_topics, fresh_topics, produce_all, worker_for
 from examples.gen_decisions import decisions
-from worker.io.kafka import KafkaConfig, bootstrap_from_env
+from worker.codec.wire import JsonWire
+from worker.core.backtest import BacktestExecutor
+from worker.core.engine import ExecutionEngine
+from worker.core.history import CompiledHistory, HistoryRecord, JsonRecord, ReferenceHistory
+from worker.io.kafka import KafkaConfig, bootstrap_from_env, topic_partitions
+from worker.io.outbox import Outbox, OutboxLine
+from worker.policy.pretrade import PreTradePolicy
+from worker.policy.rng import Rng
+from worker.runtime.recovery import rebuild_partitions
+from worker.runtime.replay import list_sink, replay
+from worker.runtime.summary import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 ORJSON_LOOP = """
@@ -47,6 +68,188 @@ with open(sys.argv[1], "rb") as handle:
 async def create_topic(kafka: KafkaConfig, name: str, partitions: int) -> None:
     async with kafka.admin_session() as admin:
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+
+
+async def echo_forever(
+    kafka: KafkaConfig, source: str, target: str, stop: asyncio.Event, per_partition: bool = False
+) -> None:
+    """The latency floor: the minimal exactly-once echo, with the worker's consumer settings.
+
+    `per_partition`: one transactional producer per input partition, each poll's partitions
+    committed concurrently (the worker's shape, which fences per partition), instead of one
+    transaction per poll: what that shape costs on its own, with no work."""
+    group = f"echo-lat-{uuid.uuid4().hex[:8]}"
+    consumer = kafka.consumer(
+        source,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        max_poll_records=500,
+    )
+    producers: dict[int, Any] = {}
+
+    async def producer_for(partition: int) -> Any:
+        key = partition if per_partition else -1
+        if key not in producers:
+            producers[key] = kafka.producer(
+                transactional_id=f"{group}-{key}", enable_idempotence=True, acks="all", linger_ms=5
+            )
+            await producers[key].start()
+        return producers[key]
+
+    async def commit(parts: dict[Any, Any]) -> None:
+        producer = await producer_for(next(iter(parts)).partition)
+        async with producer.transaction():
+            offsets = {}
+            for tp, records in parts.items():
+                for record in records:
+                    await producer.send(target, value=record.value, key=record.key, partition=tp.partition)
+                offsets[tp] = records[-1].offset + 1
+            await producer.send_offsets_to_transaction(offsets, group)
+
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            if not batches:
+                continue
+            if per_partition:
+                await asyncio.gather(*(commit({tp: records}) for tp, records in batches.items()))
+            else:
+                await commit(batches)
+    finally:
+        await consumer.stop()
+        for producer in producers.values():
+            await producer.stop()
+
+
+async def drive(
+    kafka: KafkaConfig, source: str, target: str, rate: int, seconds: int, seed: int, under_test: asyncio.Task[Any]
+) -> dict[str, Any]:
+    """Produces decisions at `rate`/s into `source` and times each one until a read_committed
+    reader of `target` sees an output carrying its signal_row_id (after 20 awaited warm-ups)."""
+    warm = 20
+    count = rate * seconds
+    values = [orjson.dumps(d) for d in decisions(warm + count, seed=seed)]
+    ids = [orjson.loads(v)["signal_row_id"] for v in values]
+    keys = [orjson.loads(v)["symbol"].encode() for v in values]
+    seen_at: dict[str, float] = {}
+    warmed = asyncio.Event()
+    consumer = kafka.consumer(
+        group_id=None, isolation_level="read_committed", enable_auto_commit=False, fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    try:
+        tps = await topic_partitions(consumer, target)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def read() -> None:
+            while len(seen_at) < warm + count:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batches.values():
+                    for record in records:
+                        seen_at.setdefault(orjson.loads(record.value)["signal_row_id"], now)
+                if not warmed.is_set() and all(i in seen_at for i in ids[:warm]):
+                    warmed.set()
+
+        reader = asyncio.create_task(read())
+        for value, key in zip(values[:warm], keys[:warm], strict=True):
+            await producer.send(source, value=value, key=key)
+        waiting = asyncio.ensure_future(warmed.wait())
+        await asyncio.wait([waiting, under_test], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if not warmed.is_set():
+            waiting.cancel()
+            reader.cancel()
+            ended = under_test.result() if under_test.done() else "still running"
+            raise RuntimeError(f"no output for the warm-up within 60 s (the contender: {ended!r})")
+        sent_at: dict[str, float] = {}
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        for index in range(count):
+            delay = start + index * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at[ids[warm + index]] = time.perf_counter()
+            await producer.send(source, value=values[warm + index], key=keys[warm + index])
+        await producer.flush()
+        achieved = count / (time.perf_counter() - start)
+        await asyncio.wait_for(reader, timeout=120)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    latencies = sorted((seen_at[k] - sent_at[k]) * 1000 for k in sent_at)
+    return {
+        "rate_achieved": round(achieved),
+        "messages": count,
+        "p50_ms": round(percentile(latencies, 0.50), 1),
+        "p95_ms": round(percentile(latencies, 0.95), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "max_ms": round(latencies[-1], 1),
+    }
+
+
+async def bench_latency(kafka: KafkaConfig, workdir: Path, rate: int, seconds: int, rounds: int) -> dict[str, Any]:
+    path, topics = await fresh_topics(kafka, workdir)
+    source = topics.role("decisions").name
+    partitions = topics.role("decisions").partitions
+    echo_in, echo_out = f"{source}.echo-lat-in", f"{source}.echo-lat-out"
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "execworker": [], "echo": [], "echo_per_partition": []}
+    created: list[str] = []
+    try:
+        for round_ in range(rounds):
+            for attempt in range(3):
+                # A worker that starts while the fresh topics' leaders move sometimes stays silent
+                # past the warm-up (seen on the shared broker); such a start is retried, not timed.
+                outbox = workdir / f"outbox-lat-{round_}-{attempt}"
+                worker = worker_for(kafka, path, topics, outbox, until_drained=False)
+                task = asyncio.create_task(worker.run())
+                try:
+                    exec_topic = topics.role("exec_events").name
+                    figures = await drive(
+                        kafka, source, exec_topic, rate, seconds, seed=300 + round_ + 10 * attempt, under_test=task
+                    )
+                except RuntimeError as exc:
+                    result.setdefault("retried_starts", []).append(str(exc))
+                    continue
+                finally:
+                    worker.request_stop()
+                    await task
+                result["execworker"].append(figures)
+                break
+            for variant, (name, per_partition) in enumerate((("echo", False), ("echo_per_partition", True))):
+                # Own topics per run: an echo's new group reads its input from the start.
+                run_in, run_out = f"{echo_in}-{round_}-{variant}", f"{echo_out}-{round_}-{variant}"
+                for topic in (run_in, run_out):
+                    await create_topic(kafka, topic, partitions)
+                    created.append(topic)
+                stop = asyncio.Event()
+                echo = asyncio.create_task(echo_forever(kafka, run_in, run_out, stop, per_partition))
+                try:
+                    seed = 400 + 10 * round_ + variant
+                    result[name].append(await drive(kafka, run_in, run_out, rate, seconds, seed, echo))
+                finally:
+                    stop.set()
+                    await echo
+    finally:
+        async with kafka.admin_session() as admin:
+            if created:
+                await admin.delete_topics(created)
+        await drop_topics(kafka, topics)
+    ours = min(r["p95_ms"] for r in result["execworker"])
+    floor = min(r["p95_ms"] for r in result["echo"])
+    result["p95_execworker_ms"], result["p95_echo_ms"] = ours, floor
+    result["p95_ratio"] = round(ours / floor, 2)
+    result["p95_echo_per_partition_ms"] = min(r["p95_ms"] for r in result["echo_per_partition"])
+    result["target_ms"] = round(1.2 * floor + 5, 1)
+    result["target_met"] = ours <= 1.2 * floor + 5
+    result["note"] = f"best p95 of {rounds} alternated rounds each; target: <= 1.2 x echo + 5 ms"
+    return result
 
 
 async def bench_echo(kafka: KafkaConfig, source: str, target: str, count: int) -> dict[str, Any]:
@@ -136,6 +339,73 @@ def bench_replay(path: Path, count: int, runs: int = 3) -> dict[str, Any]:
     }
 
 
+def _fold_rate(kind: type[CompiledHistory] | type[ReferenceHistory], records: list[HistoryRecord]) -> float:
+    history = kind("bench", PreTradePolicy.default())
+    started = time.perf_counter()
+    for start in range(0, len(records), 10_000):
+        history.feed(records[start : start + 10_000], end=len(records), mark=len(records))
+    history.finish()
+    return len(records) / (time.perf_counter() - started)
+
+
+async def bench_rebuild(kafka: KafkaConfig, values: list[bytes], workdir: Path) -> dict[str, Any]:
+    """Events/s of the takeover rebuild, compiled vs the pydantic fold, in the same run."""
+    lines: list[OutboxLine] = []
+    await replay(ExecutionEngine(BacktestExecutor(Rng(0))), values, [list_sink(lines)])
+    events = [line.payload for line in lines]
+    records: list[HistoryRecord] = [JsonRecord(offset, value) for offset, value in enumerate(events)]
+    result: dict[str, Any] = {"events": len(events), "partitions": 6}
+    folds = {kind: max(_fold_rate(kind, records) for _ in range(2)) for kind in (ReferenceHistory, CompiledHistory)}
+    result["fold_only_per_s"] = {"compiled": round(folds[CompiledHistory]), "reference": round(folds[ReferenceHistory])}
+    result["fold_only_ratio"] = round(folds[CompiledHistory] / folds[ReferenceHistory], 2)
+    topic = f"bench-rebuild-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka, topic, 6)
+    try:
+        producer = kafka.producer(acks="all", enable_idempotence=True, linger_ms=10)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value=line.payload, key=line.symbol.encode()) for line in lines]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+        async def run(fold: str, outbox: Outbox) -> float:
+            started = time.perf_counter()
+            rebuilt = await rebuild_partitions(
+                kafka,
+                topic,
+                JsonWire(),
+                list(range(6)),
+                outbox,
+                PreTradePolicy.default(),
+                fold=fold,  # type: ignore[arg-type]
+            )
+            elapsed = time.perf_counter() - started
+            assert sum(r.events_read for r in rebuilt.values()) == len(events)
+            return len(events) / elapsed
+
+        caught_up = Outbox(workdir / "outbox-rebuild-caught-up")
+        for p in range(6):
+            caught_up.set_mark(topic, p, 2**62)  # a takeover: nothing left to re-publish
+        rates: dict[str, list[float]] = {"compiled": [], "reference": []}
+        for _ in range(2):
+            for fold in ("reference", "compiled"):
+                rates[fold].append(await run(fold, caught_up))
+        fresh = {
+            fold: await run(fold, Outbox(workdir / f"outbox-rebuild-{fold}")) for fold in ("reference", "compiled")
+        }
+    finally:
+        async with kafka.admin_session() as admin:
+            await admin.delete_topics([topic])
+    best = {fold: max(r) for fold, r in rates.items()}
+    result["caught_up_per_s"] = {fold: round(rate) for fold, rate in best.items()}
+    result["caught_up_ratio"] = round(best["compiled"] / best["reference"], 2)
+    result["fresh_outbox_per_s"] = {fold: round(rate) for fold, rate in fresh.items()}
+    result["fresh_outbox_ratio"] = round(fresh["compiled"] / fresh["reference"], 2)
+    result["note"] = "policy: PreTradePolicy.default() (as the worker passes it); caught-up: best of 2, alternated"
+    return result
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     kafka = KafkaConfig(bootstrap_from_env(None))
     await kafka.check_reachable()
@@ -151,6 +421,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         file.write_bytes(b"\n".join(values) + b"\n")
         if "replay" in args.only:
             results["replay"] = bench_replay(file, args.count)
+        if "latency" in args.only:
+            results["latency"] = await bench_latency(kafka, workdir, args.rate, args.seconds, args.rounds)
+        if "rebuild" in args.only:
+            results["rebuild"] = await bench_rebuild(kafka, values, workdir)
         if "pipeline" in args.only:
             path, topics = await fresh_topics(kafka, workdir)
             source = topics.role("decisions").name
@@ -178,7 +452,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="execworker vs Quix Streams, the aiokafka echo and orjson")
     parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--only", default="replay,pipeline", help="comma-separated: replay,pipeline")
+    parser.add_argument(
+        "--only", default="replay,pipeline,latency,rebuild", help="comma-separated: replay,pipeline,latency,rebuild"
+    )
+    parser.add_argument("--rate", type=int, default=500, help="latency: messages per second")
+    parser.add_argument("--seconds", type=int, default=20, help="latency: seconds per round")
+    parser.add_argument("--rounds", type=int, default=2, help="latency: alternated rounds per contender")
     parser.add_argument("--quix-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "compare.json")
     args = parser.parse_args()

@@ -45,6 +45,8 @@ def _strategy(node: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[A
         return text.filter(lambda s: low <= len(s) and (high is None or len(s) <= high))
     if kind == "object":
         return _object(node, defs)
+    if kind == "array" and "items" in node:
+        return st.lists(_strategy(node["items"], defs), max_size=4)
     raise ValueError(f"schema node not covered by tests/schema_strategies.py: {node}")
 
 

@@ -49,13 +49,16 @@ class AvroWire:
         self._reader_schema = self._write_schema
 
     def decode(self, model: type[ModelT], value: bytes | None) -> ModelT:
+        # One validation path for every format: the same strict rules as JSON input.
+        return decode_json(model, self.json_of(value), self.max_bytes)
+
+    def json_of(self, value: bytes | None) -> bytes:
+        """The record as the JSON object `decode` validates (the compiled rebuild folds it)."""
         if value is None:
             raise DecodeError(ErrorClass.JSON, "empty message (null value / tombstone)")
         if len(value) > self.max_bytes:
             raise DecodeError(ErrorClass.SIZE, f"message is {len(value)} bytes; the limit is {self.max_bytes}")
-        record = self._read(value, self._reader_schema)
-        # One validation path for every format: the same strict rules as JSON input.
-        return decode_json(model, orjson.dumps(record), self.max_bytes)
+        return orjson.dumps(self._read(value, self._reader_schema))
 
     def to_json(self, value: bytes) -> bytes:
         """The record as one JSON object (for tools that print a topic), with no model check."""

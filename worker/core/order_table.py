@@ -91,6 +91,10 @@ class OrderTable:
         self._staged[event.client_order_id] = record
         return record
 
+    def restore(self, records: dict[str, OrderRecord]) -> None:
+        """Committed records rebuilt by the compiled history fold (worker/core/history.py)."""
+        self._committed.update(records)
+
     def commit(self) -> None:
         self._committed.update(self._staged)
         self._staged.clear()

@@ -221,20 +221,23 @@ class PreTradePolicy:
         as `check` did. The adaptive factor is not recorded in events: it restarts at 1.0 and
         follows the next signal's statistics.
         """
-        mode = first_event.mode
+        e = first_event
+        self.restore_order(e.mode, e.symbol, e.status, e.reason, e.event_ts_ms)
+
+    def restore_order(self, mode: str, symbol: str, status: OrderStatus, reason: str | None, event_ts_ms: int) -> None:
+        """`restore` from the fields it reads (the compiled rebuild has no event models)."""
         if mode not in self.modes.modes:
             return
         state = self.state
-        if state.symbol_mode.get(first_event.symbol) != mode or state.wall is None:
-            state.symbol_mode[first_event.symbol] = mode
+        if state.symbol_mode.get(symbol) != mode or state.wall is None:
+            state.symbol_mode[symbol] = mode
             self._configure(self.modes.modes[mode])
-        status, reason = first_event.status, first_event.reason
         reached_wall = status not in (OrderStatus.DENIED, OrderStatus.THROTTLED) or (
             status is OrderStatus.THROTTLED and reason in WALL_REASONS
         )
         if reached_wall and state.wall is not None:
             # The same walls `check` asked, in the same order (rules in observe included).
-            self._wall_stage(first_event.symbol, first_event.event_ts_ms, self.rules_for(mode, first_event.symbol))
+            self._wall_stage(symbol, event_ts_ms, self.rules_for(mode, symbol))
 
     def _apply_health(self) -> None:
         state = self.state

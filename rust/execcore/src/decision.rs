@@ -193,7 +193,7 @@ fn field_index(key: &str) -> Option<usize> {
 const REQUIRED_MASK: u32 = (1 << 19) - 1;
 
 /// Any JSON value, kept only as far as a field check needs it.
-enum Val<'a> {
+pub(crate) enum Val<'a> {
     Null,
     Bool(bool),
     Int(i128),
@@ -255,7 +255,7 @@ impl<'de> serde::Deserialize<'de> for Val<'de> {
 
 /// Any JSON value, read through (strings unescaped, so that a lone surrogate escape is refused
 /// as pydantic refuses it) and dropped: the value of an unknown field.
-struct Skip;
+pub(crate) struct Skip;
 
 impl<'de> serde::Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -297,7 +297,7 @@ impl<'de> serde::Deserialize<'de> for Skip {
 }
 
 /// A key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -560,7 +560,7 @@ fn validate(raw: Raw<'_>) -> Option<Decision<'_>> {
     Some(d)
 }
 
-fn string(v: Val<'_>) -> Option<Cow<'_, str>> {
+pub(crate) fn string(v: Val<'_>) -> Option<Cow<'_, str>> {
     match v {
         Val::Str(s) => Some(s),
         _ => None,
@@ -603,7 +603,7 @@ fn row_id(v: Val<'_>) -> Option<Cow<'_, str>> {
     ok.then_some(s)
 }
 
-fn symbol_of(v: Val<'_>) -> Option<Cow<'_, str>> {
+pub(crate) fn symbol_of(v: Val<'_>) -> Option<Cow<'_, str>> {
     let s = string(v)?;
     let ok = (2..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     ok.then_some(s)
@@ -622,7 +622,7 @@ fn client_order_id(v: Val<'_>) -> Option<Cow<'_, str>> {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Positive,
     NonNegative,
 }
@@ -636,7 +636,7 @@ fn decimal(v: Val<'_>, kind: Kind) -> Option<Cow<'_, str>> {
     Some(s)
 }
 
-fn plain_decimal(s: &str, kind: Kind) -> bool {
+pub(crate) fn plain_decimal(s: &str, kind: Kind) -> bool {
     let b = s.as_bytes();
     if b.is_empty() || b.len() > MAX_DECIMAL_CHARS {
         return false;

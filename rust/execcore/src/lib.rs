@@ -4,6 +4,7 @@ mod dec;
 mod decision;
 mod engine;
 mod fold;
+mod history;
 
 use dec::Dec;
 use decision::{Action, OrderType, Side, Tif};
@@ -436,10 +437,156 @@ impl ReplayFold {
     }
 }
 
+/// The takeover rebuild's fold of one partition's exec-events (`history.rs`).
+#[pyclass]
+struct HistoryFold {
+    orders: history::Orders<Py<PyBytes>>,
+    statuses: Vec<Py<PyAny>>,
+    max_bytes: usize,
+    events_read: u64,
+    source_high: std::collections::HashMap<String, i64>,
+}
+
+#[pymethods]
+impl HistoryFold {
+    /// `statuses`: the `OrderStatus` members, in declaration order.
+    #[new]
+    fn new(statuses: Vec<Py<PyAny>>, max_bytes: usize) -> PyResult<Self> {
+        if statuses.len() != history::STATUS_NAMES.len() {
+            return Err(PyValueError::new_err("expected the 13 OrderStatus members"));
+        }
+        Ok(HistoryFold {
+            orders: history::Orders::default(),
+            statuses,
+            max_bytes,
+            events_read: 0,
+            source_high: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Folds `records[start:]` (objects with `.offset` and `.value`) below offset `end`.
+    ///
+    /// Returns `(stopped, republish, firsts, illegal)`: `stopped` is the index of the first record
+    /// this decoder does not vouch for (nothing from it on is folded: the caller asks the model),
+    /// or None; `republish` holds (symbol, event_ts_ms, event_id, index) of the events at or after
+    /// `mark`; `firsts` (mode, symbol, status, reason, event_ts_ms) of each order's first event, in
+    /// order; `illegal` (client_order_id, current, new, event_id) of each event skipped.
+    #[allow(clippy::type_complexity)]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        records: &Bound<'py, PyList>,
+        start: usize,
+        end: i64,
+        mark: i64,
+    ) -> PyResult<(Option<usize>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let republish = PyList::empty(py);
+        let firsts = PyList::empty(py);
+        let illegal = PyList::empty(py);
+        let offset_name = pyo3::intern!(py, "offset");
+        let value_name = pyo3::intern!(py, "value");
+        for index in start..records.len() {
+            let record = records.get_item(index)?;
+            let offset: i64 = record.getattr(offset_name)?.extract()?;
+            let value = record.getattr(value_name)?;
+            if offset >= end || value.is_none() {
+                continue;
+            }
+            let value = value.cast::<PyBytes>()?;
+            let bytes = value.as_bytes();
+            let Some(event) = history::decode(bytes, self.max_bytes) else {
+                return Ok((Some(index), republish, firsts, illegal));
+            };
+            match history::apply(&mut self.orders, &event, || value.clone().unbind()) {
+                Ok(1) => firsts.append((
+                    event.mode.as_ref(),
+                    event.symbol.as_ref(),
+                    self.statuses[event.status as usize].bind(py),
+                    event.reason.as_deref(),
+                    event.event_ts_ms,
+                ))?,
+                Ok(_) => {}
+                Err(bad) => illegal.append((
+                    bad.client_order_id,
+                    self.statuses[bad.current as usize].bind(py),
+                    self.statuses[bad.new as usize].bind(py),
+                    bad.event_id,
+                ))?,
+            }
+            self.events_read += 1;
+            match self.source_high.get_mut(event.source_topic.as_ref()) {
+                Some(high) => *high = (*high).max(event.source_offset),
+                None => {
+                    self.source_high.insert(event.source_topic.to_string(), event.source_offset);
+                }
+            }
+            if offset >= mark {
+                republish.append((event.symbol.as_ref(), event.event_ts_ms, event.event_id.as_ref(), index))?;
+            }
+        }
+        Ok((None, republish, firsts, illegal))
+    }
+
+    #[getter]
+    fn events_read(&self) -> u64 {
+        self.events_read
+    }
+
+    fn source_high<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.source_high {
+            d.set_item(k, *v)?;
+        }
+        Ok(d)
+    }
+
+    /// The table as {client_order_id: record}: each record a `cls` instance made without its
+    /// `__init__`, its slots status, events, expires_ms, attempt, venue_confirmed,
+    /// cancel_requested, `_raw` (the latest event's bytes) and `_event` (None) set.
+    fn records<'py>(&self, py: Python<'py>, cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let names = [
+            pyo3::intern!(py, "status"),
+            pyo3::intern!(py, "events"),
+            pyo3::intern!(py, "expires_ms"),
+            pyo3::intern!(py, "attempt"),
+            pyo3::intern!(py, "venue_confirmed"),
+            pyo3::intern!(py, "cancel_requested"),
+            pyo3::intern!(py, "_raw"),
+            pyo3::intern!(py, "_event"),
+        ];
+        let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
+        let out = PyDict::new(py);
+        for (id, order) in &self.orders {
+            let record = new.call1((cls,))?;
+            let values: [Bound<'py, PyAny>; 8] = [
+                self.statuses[order.status as usize].bind(py).clone(),
+                order.events.into_pyobject(py)?.into_any(),
+                order.expires_ms.into_pyobject(py)?.into_any(),
+                order.attempt.into_pyobject(py)?.into_any(),
+                pyo3::types::PyBool::new(py, order.venue_confirmed).to_owned().into_any(),
+                pyo3::types::PyBool::new(py, order.cancel_requested).to_owned().into_any(),
+                order.last.bind(py).clone().into_any(),
+                py.None().into_bound(py),
+            ];
+            for (name, value) in names.iter().zip(values.iter()) {
+                // SAFETY: all three are live objects held by this frame. The generic setter is
+                // `object.__setattr__`: it fills the slots of a frozen dataclass.
+                let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(record.as_ptr(), name.as_ptr(), value.as_ptr()) };
+                if rc != 0 {
+                    return Err(PyErr::fetch(py));
+                }
+            }
+            out.set_item(id, record)?;
+        }
+        Ok(out)
+    }
+}
+
 #[pymodule]
 fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DecisionDecoder>()?;
     m.add_class::<ReplayFold>()?;
+    m.add_class::<HistoryFold>()?;
     m.add_function(wrap_pyfunction!(decision_error_class, m)?)?;
     m.add_function(wrap_pyfunction!(align_order, m)?)?;
     m.add_function(wrap_pyfunction!(client_order_id, m)?)?;
