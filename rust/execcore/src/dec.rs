@@ -61,12 +61,11 @@ fn mul(a: &Coef, b: &Coef) -> Coef {
 
 /// `c x 10^n`.
 fn scale(c: &Coef, n: u32) -> Coef {
-    if n <= U128_MAX_DIGITS {
-        if let Some(x) = as_u128(c) {
-            if let Some(v) = x.checked_mul(10u128.pow(n)) {
-                return v.as_();
-            }
-        }
+    if n <= U128_MAX_DIGITS
+        && let Some(x) = as_u128(c)
+        && let Some(v) = x.checked_mul(10u128.pow(n))
+    {
+        return v.as_();
     }
     *c * pow10(n)
 }

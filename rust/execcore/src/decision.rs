@@ -327,6 +327,8 @@ struct Raw<'a> {
     vals: [Option<Val<'a>>; 23],
 }
 
+// Returned once per decode, by value: boxing the big variant would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 enum Top<'a> {
     Object(Raw<'a>),
     NotObject,

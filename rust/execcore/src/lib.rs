@@ -151,6 +151,7 @@ fn decision_error_class(value: &[u8], max_bytes: usize) -> Option<&'static str> 
 /// strings, or the RoundingError reason as a str.
 #[pyfunction]
 #[pyo3(signature = (side, qty, px, tick_size, step_size, min_notional, rule))]
+#[allow(clippy::too_many_arguments)]
 fn align_order<'py>(
     py: Python<'py>,
     side: &str,
