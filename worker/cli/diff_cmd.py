@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
+from worker.cli.report_inputs import load_decisions_and_market
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
 from worker.core.market import MarketView
@@ -30,7 +31,7 @@ from worker.reporting.diff import (
     to_json,
 )
 from worker.reporting.fit import fit, fit_lines
-from worker.reporting.sources import file_digest, read_decisions, read_market, read_outbox, run_metadata
+from worker.reporting.sources import read_outbox, run_metadata
 
 TOPIC_PREFIX = "topic:"
 SOURCE_HELP = "an outbox directory (a live worker's --outbox or a replay's --out), or topic:NAME[@P:FIRST-LAST,...]"
@@ -132,20 +133,8 @@ class DiffInputs:
         self.market: list[MarketSnapshot] = []
         self.config = config
         decisions_path = decisions_path or _recorded(recorded, "decisions")
-        if decisions_path is not None:
-            if not decisions_path.is_file():
-                raise UsageError(f"--decisions {decisions_path}: no such file")
-            self.decisions = read_decisions(decisions_path)
-            self.metadata["decisions"] = f"{decisions_path} ({file_digest(decisions_path)})"
         market_path = market_path or _recorded(recorded, "market")
-        if market_path is not None:
-            if not market_path.is_file():
-                raise UsageError(f"--market {market_path}: no such file")
-            try:
-                self.market = read_market(market_path)
-            except ValueError as exc:
-                raise UsageError(f"--market {exc}") from None
-            self.metadata["market"] = f"{market_path} ({file_digest(market_path)})"
+        self.decisions, self.market = load_decisions_and_market(decisions_path, market_path, self.metadata)
 
 
 def diff_config(price_tolerance_bps: str, latency_tolerance_ms: int) -> DiffConfig:

@@ -18,13 +18,14 @@ from typing import Any
 
 from worker.cli.common import UsageError, add_kafka_options, kafka_from, resolve_topic, topics_from
 from worker.cli.progress import progress_bar
+from worker.cli.report_inputs import load_decisions_and_market
 from worker.codec.errors import DecodeError
 from worker.contract.events import ExecEvent
 from worker.contract.messages import Decision, MarketSnapshot
 from worker.io.kafka import read_committed_topic
 from worker.io.tail import OffsetSpec, StartAt, TopicTail
 from worker.io.topics import codec_for
-from worker.reporting.sources import file_digest, read_decisions, read_market, read_outbox, run_metadata
+from worker.reporting.sources import read_outbox, run_metadata
 from worker.reporting.tca import FeeSchedule, build_tca, summary_json
 
 
@@ -84,19 +85,7 @@ class Inputs:
         self.metadata: dict[str, Any] = {"source": f"topic {args.topic}" if args.topic else f"outbox {args.outbox}"}
         for key, value in sorted(self.run.items()):
             self.metadata[f"run.{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-        if decisions_path is not None:
-            if not decisions_path.is_file():
-                raise UsageError(f"--decisions {decisions_path}: no such file")
-            self.decisions = read_decisions(decisions_path)
-            self.metadata["decisions"] = f"{decisions_path} ({file_digest(decisions_path)})"
-        if market_path is not None:
-            if not market_path.is_file():
-                raise UsageError(f"--market {market_path}: no such file")
-            try:
-                self.market = read_market(market_path)
-            except ValueError as exc:
-                raise UsageError(f"--market {exc}") from None
-            self.metadata["market"] = f"{market_path} ({file_digest(market_path)})"
+        self.decisions, self.market = load_decisions_and_market(decisions_path, market_path, self.metadata)
         self.metadata["fees_bps"] = f"maker {self.fees.maker_bps}, taker {self.fees.taker_bps}"
 
 

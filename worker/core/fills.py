@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from worker.contract.enums import OrderStatus, OrderType, Side, TimeInForce
+from worker.contract.messages import MarketSnapshot
 from worker.contract.orders import OrderCtx
 from worker.policy.rounding import round_to_step
 
@@ -47,6 +48,18 @@ class Quote:
     event_time_ms: int = 0
     trade_px: Decimal | None = None  # the last trade, if the snapshot carries one
     trade_direction: int = 0  # its aggressor by the tick rule: +1 buyer, -1 seller, 0 unknown
+
+    @classmethod
+    def of(cls, snapshot: MarketSnapshot, trade_direction: int = 0) -> Quote:
+        return cls(
+            bid=snapshot.bid,
+            ask=snapshot.ask,
+            bids=tuple((level.px, level.qty) for level in snapshot.bids),
+            asks=tuple((level.px, level.qty) for level in snapshot.asks),
+            event_time_ms=snapshot.event_time_ms,
+            trade_px=snapshot.last_px,
+            trade_direction=trade_direction,
+        )
 
 
 @dataclass(frozen=True)

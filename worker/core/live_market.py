@@ -28,14 +28,7 @@ class LiveMarketView(MarketView):
     def add(self, snapshot: MarketSnapshot) -> None:
         times = self._times.setdefault(snapshot.symbol, [])
         quotes = self._quotes.setdefault(snapshot.symbol, [])
-        quote = Quote(
-            bid=snapshot.bid,
-            ask=snapshot.ask,
-            bids=tuple((level.px, level.qty) for level in snapshot.bids),
-            asks=tuple((level.px, level.qty) for level in snapshot.asks),
-            event_time_ms=snapshot.event_time_ms,
-            trade_px=snapshot.last_px,
-        )
+        quote = Quote.of(snapshot)
         at = bisect.bisect_right(times, snapshot.event_time_ms)
         times.insert(at, snapshot.event_time_ms)
         quotes.insert(at, quote)

@@ -75,16 +75,7 @@ class MarketView:
             directions = iter(tick_rule(trades, max_carry, max_carry_ms))
             view._times[symbol] = [s.event_time_ms for s in snaps]
             view._quotes[symbol] = [
-                Quote(
-                    bid=snap.bid,
-                    ask=snap.ask,
-                    bids=tuple((level.px, level.qty) for level in snap.bids),
-                    asks=tuple((level.px, level.qty) for level in snap.asks),
-                    event_time_ms=snap.event_time_ms,
-                    trade_px=snap.last_px,
-                    trade_direction=next(directions) if snap.last_px is not None else 0,
-                )
-                for snap in snaps
+                Quote.of(snap, next(directions) if snap.last_px is not None else 0) for snap in snaps
             ]
         return view
 
