@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bench.run import drop_topics, fresh_topics, produce_all
+from bench.run import bench_settings, drop_topics, fresh_topics, produce_all
 from bench.shadow import PARITY_GATE, pinned_market, pinned_sandbox, shadow_pass
 from examples.gen_decisions import SYMBOLS
 from worker.codec.json_codec import decode_json
@@ -59,7 +59,6 @@ from worker.io.kafka import KafkaConfig, bootstrap_from_env, read_committed_topi
 from worker.policy.clock import WallClock
 from worker.policy.rng import Rng
 from worker.runtime.orderlog import ORDER_LOGGER
-from worker.runtime.settings import WorkerSettings
 from worker.runtime.summary import RunSummary, percentile
 from worker.runtime.venue import execute
 from worker.runtime.worker import ExecWorker
@@ -87,15 +86,7 @@ class Gate:
 
 
 async def _drain(kafka: KafkaConfig, path: Path, topics: Any, group: str, outbox: Path, url: str) -> RunSummary:
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=path,
-        group_id=group,
-        transactional_prefix=group,
-        outbox_dir=outbox,
-        until_drained=True,
-        metrics_port=0,
-    )
+    settings = bench_settings(kafka, path, group, outbox)
     executor = BinanceExecutor(
         BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), venue_name="sandbox"
     )

@@ -56,6 +56,21 @@ async def drop_topics(kafka: KafkaConfig, topics: TopicsFile) -> None:
         await admin.delete_topics([spec.name for spec in topics.topics.values()])
 
 
+def bench_settings(
+    kafka: KafkaConfig, path: Path, group: str, outbox: Path, until_drained: bool = True
+) -> WorkerSettings:
+    """A bench worker's settings: its own group and transactional ids, no metrics endpoint."""
+    return WorkerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topics_file=path,
+        group_id=group,
+        transactional_prefix=group,
+        outbox_dir=outbox,
+        until_drained=until_drained,
+        metrics_port=0,
+    )
+
+
 def worker_for(
     kafka: KafkaConfig,
     path: Path,
@@ -65,15 +80,7 @@ def worker_for(
     policy: PreTradePolicy | None = None,
 ) -> ExecWorker:
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topics_file=path,
-        group_id=group,
-        transactional_prefix=group,
-        outbox_dir=outbox,
-        until_drained=until_drained,
-        metrics_port=0,
-    )
+    settings = bench_settings(kafka, path, group, outbox, until_drained=until_drained)
     return ExecWorker(settings, topics, ExecutionEngine(BacktestExecutor(Rng(0)), policy=policy))
 
 
@@ -223,15 +230,7 @@ async def bench_venue(kafka: KafkaConfig, workdir: Path, count: int) -> dict[str
         values = [orjson.dumps(d) for d in chaos_decisions(count, seed=404)]
         await produce_all(kafka, topics.role("decisions").name, values)
         group = f"bench-{uuid.uuid4().hex[:8]}"
-        settings = WorkerSettings(
-            bootstrap_servers=kafka.bootstrap_servers,
-            topics_file=path,
-            group_id=group,
-            transactional_prefix=group,
-            outbox_dir=workdir / "outbox-venue",
-            until_drained=True,
-            metrics_port=0,
-        )
+        settings = bench_settings(kafka, path, group, workdir / "outbox-venue")
         executor = BinanceExecutor(
             BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), WallClock(), venue_name="sandbox"
         )

@@ -35,7 +35,7 @@ from pathlib import Path
 import orjson
 from aiohttp import ClientSession, web
 
-from bench.run import drop_topics, fresh_topics, produce_all
+from bench.run import bench_settings, drop_topics, fresh_topics, produce_all
 from worker.codec.wire import WireCodec
 from worker.contract.events import ExecEvent
 from worker.contract.messages import MarketSnapshot
@@ -51,7 +51,6 @@ from worker.io.kafka import KafkaConfig, bootstrap_from_env, read_committed_topi
 from worker.io.topics import codec_for
 from worker.policy.rng import Rng
 from worker.runtime.orderlog import ORDER_LOGGER
-from worker.runtime.settings import WorkerSettings
 from worker.runtime.shadow import SHADOW_ROLE, ShadowDriver, attach
 from worker.runtime.worker import ExecWorker
 from worker.sandbox.faults import FaultPlan
@@ -159,15 +158,7 @@ async def shadow_pass(
     group = f"shadow-{uuid.uuid4().hex[:8]}"
     try:
         await produce_all(kafka, topics.role("decisions").name, values)
-        settings = WorkerSettings(
-            bootstrap_servers=kafka.bootstrap_servers,
-            topics_file=path,
-            group_id=group,
-            transactional_prefix=group,
-            outbox_dir=workdir / f"outbox-{group}",
-            until_drained=True,
-            metrics_port=0,
-        )
+        settings = bench_settings(kafka, path, group, workdir / f"outbox-{group}")
         venue = BinanceExecutor(
             BinanceClient(url, VenueCredentials(DEFAULT_API_KEY, DEFAULT_API_SECRET)), venue_name="sandbox"
         )
