@@ -25,7 +25,7 @@ from worker.io.kafka import PRODUCER_BATCH_BYTES, BrokerUnreachable, KafkaConfig
 from worker.io.outbox import Outbox
 from worker.policy.pretrade import PolicyState, PreTradePolicy
 from worker.runtime.mirror import OutboxMirror
-from worker.runtime.recovery import rebuild_partitions
+from worker.runtime.recovery import RebuiltPartition, rebuild_partitions
 from worker.runtime.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ class PartitionOwner:
     # the fetcher can hand them out again around a seek, so they are skipped, not trusted.
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
     reconcile_due: bool = False  # a venue answer could not be committed, or a query failed
+    # Held while a batch or a reconcile of this partition runs (one transaction at a time on its
+    # producer), and by release, which so waits for the transaction in flight.
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    epoch: int = 0  # bumped by a rewind: records fetched before it are read again, not used
+    released: bool = False  # released, fenced or never completed: nothing more is processed
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,7 @@ class Partitions:
         self._on_acquired = on_acquired  # settles the partition's unfinished orders with the venue
         self._on_failed = on_failed  # stops the worker
         self.owners: dict[int, PartitionOwner] = {}
-        # Held while a batch is processed and while partitions change hands, so that a revoke
-        # waits for the in-flight transaction to finish instead of racing it.
+        # Held while partitions change hands (batches take their owner's `busy` lock instead).
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.fatal: BaseException | None = None  # a takeover that failed for good
@@ -125,7 +129,7 @@ class Partitions:
                     for p in partitions:
                         owner = self.owners.pop(p, None)
                         if owner is not None:
-                            await owner.producer.stop()
+                            await self._stop(owner)
                 if time.monotonic() >= deadline if broker_down else attempt >= TAKEOVER_TRIES:
                     self.fatal = exc
                     self._on_failed()
@@ -161,70 +165,87 @@ class Partitions:
                 for producer in producers.values():
                     await producer.stop()
                 raise
-            consumer = self.consumer
-            assert consumer is not None
             for p in new:
                 state = rebuilt[p]
                 owner = PartitionOwner(p, producers[p], state.table, state.policy)
+                await owner.busy.acquire()  # nothing else runs on the partition until it is settled
                 self.owners[p] = owner
-                for topic in self.input_topics:
-                    tp = TopicPartition(topic, p)
-                    committed = await consumer.committed(tp)
-                    floor = state.source_high.get(topic, -1) + 1
-                    start = max(committed or 0, floor)
-                    # Seek only when our own events prove the committed offset stale; otherwise
-                    # the group's committed offset (or the reset policy) already applies.
-                    if floor > (committed or 0):
-                        consumer.seek(tp, start)
-                    owner.next_offset[tp] = start
-                # In-flight orders are settled with the venue before any new input is read.
-                reconciled = await self._on_acquired(owner)
-                log.info(
-                    "partition %d acquired: %d orders from %d events, %d outbox lines republished, "
-                    "%d orders reconciled",
-                    p,
-                    len(state.table),
-                    state.events_read,
-                    state.republished,
-                    reconciled,
-                )
+                try:
+                    await self._settle(owner, state)
+                finally:
+                    owner.busy.release()
+
+    async def _settle(self, owner: PartitionOwner, state: RebuiltPartition) -> None:
+        """Seeks a new owner's inputs and settles its unfinished orders with the venue."""
+        consumer = self.consumer
+        assert consumer is not None
+        p = owner.partition
+        for topic in self.input_topics:
+            tp = TopicPartition(topic, p)
+            committed = await consumer.committed(tp)
+            floor = state.source_high.get(topic, -1) + 1
+            start = max(committed or 0, floor)
+            # Seek only when our own events prove the committed offset stale; otherwise
+            # the group's committed offset (or the reset policy) already applies.
+            if floor > (committed or 0):
+                consumer.seek(tp, start)
+            owner.next_offset[tp] = start
+        # In-flight orders are settled with the venue before any new input is read.
+        reconciled = await self._on_acquired(owner)
+        log.info(
+            "partition %d acquired: %d orders from %d events, %d outbox lines republished, %d orders reconciled",
+            p,
+            len(state.table),
+            state.events_read,
+            state.republished,
+            reconciled,
+        )
 
     async def release(self, partitions: set[int]) -> None:
         async with self.lock:
             for p in sorted(partitions):
                 owner = self.owners.pop(p, None)
                 if owner is not None:
-                    await owner.producer.stop()
+                    await self._stop(owner)
                     log.info("partition %d released", p)
                 # The next owner's catch-up starts from our mark: it must be final first.
                 await self.history.mirror.drain(p)
 
+    async def _stop(self, owner: PartitionOwner) -> None:
+        """Waits for the owner's transaction in flight, then ends its ownership."""
+        async with owner.busy:
+            owner.released = True
+            await owner.producer.stop()
+
     async def drop_fenced(self, owner: PartitionOwner) -> None:
-        """A newer owner fenced our producer: the partition is not ours any more."""
+        """A newer owner fenced our producer: the partition is not ours any more. Called from
+        within the owner's batch (which holds `busy`)."""
         log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
         owner.table.rollback()
+        owner.released = True
         self.owners.pop(owner.partition, None)
         await owner.producer.stop()
         await self.history.mirror.drain(owner.partition)
 
-    async def rewind(self, owner: PartitionOwner, tps: list[TopicPartition]) -> None:
-        """After an aborted transaction: staged state dropped, positions back to the committed
-        offsets, so that the batch is processed again from scratch."""
+    def rewind(self, owner: PartitionOwner) -> None:
+        """After an aborted transaction: staged state dropped, every input of the partition back
+        to the offset we last committed, so that the batch, and whatever was fetched after it, is
+        processed again from scratch.
+
+        No await in here: the seeks and the epoch move at once, so the lane drops every batch
+        fetched before them and keeps every batch fetched after. `next_offset` is our own record
+        of what we committed (the broker's answer can lag a transaction that just committed).
+        """
         owner.table.rollback()
         consumer = self.consumer
         assert consumer is not None
-        for tp in tps:
+        for tp in (TopicPartition(topic, owner.partition) for topic in self.input_topics):
             try:
-                committed = await consumer.committed(tp)
-                if committed is None:
-                    await consumer.seek_to_beginning(tp)
-                    owner.next_offset.pop(tp, None)
-                else:
-                    consumer.seek(tp, committed)
-                    owner.next_offset[tp] = committed
+                consumer.seek(tp, owner.next_offset.get(tp, 0))
             except IllegalStateError:
                 # Revoked meanwhile: its next owner starts from the committed offsets anyway.
                 log.info("partition %s revoked during an abort; nothing to rewind", tp)
+        owner.epoch += 1
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -9,7 +9,8 @@ records; send the input offsets; commit] -> keep the staged state -> publish to 
 venue, the committed events are intents; they are sent after the commit and the venue's answers
 committed in a second transaction. If anything before a commit fails, the transaction is aborted,
 the staged state dropped and the consumer rewound to the committed offsets, so the batch is
-processed again from scratch.
+processed again from scratch. Each owned partition runs its batches in its own lane
+(runtime/lanes.py), so the loop polls on while transactions commit.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from dataclasses import replace
-from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
-from aiokafka.structs import ConsumerRecord
 
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.core.batch import plan_batch
@@ -35,6 +33,7 @@ from worker.io.partitioner import InputRouting
 from worker.io.topics import TopicsFile, codec_for
 from worker.runtime.accounting import Accounting
 from worker.runtime.control import ControlFeed
+from worker.runtime.lanes import Lanes, Records
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.mirror import OutboxMirror
 from worker.runtime.orderlog import OrderLog
@@ -50,8 +49,6 @@ log = logging.getLogger(__name__)
 
 # Lag is an operator's number, not a control input: every 5 s is fresh enough and costs nothing.
 LAG_REPORT_INTERVAL_S = 5.0
-
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 class TakeoverFailed(RuntimeError):
@@ -97,6 +94,7 @@ class ExecWorker:
             settings, self.kafka, self.input_topics, history, engine.policy, self.reconcile, self.request_stop
         )
         self.startup = Startup(settings, self.kafka, topics, self.input_topics, engine, self.control, outbox)
+        self.lanes = Lanes(self._process_partition, self.request_stop)
         self._stop = asyncio.Event()
         self._last_reconcile = 0.0
         self._last_lag_report = 0.0
@@ -113,33 +111,34 @@ class ExecWorker:
             while not self._stop.is_set():
                 batches = await self._poll(consumer)
                 if batches:
-                    await self._process(batches)
+                    await self._dispatch(batches)
                 await self._maybe_reconcile()
                 await self._maybe_report_lag(consumer)
                 if not batches and self.settings.until_drained and await self._drained(consumer):
                     break
         finally:
+            await self.lanes.close()  # the transactions in flight finish; nothing queued is used
             await consumer.stop()  # leaves the group; the revoke callback closes our producers
             await self.partitions.release(set(self.partitions.owners))
             await self.mirror.drain_all()
             await self.control.stop()
             await self.engine.executor.flush()
             await self.engine.executor.close()
+        if self.lanes.failure is not None:
+            raise self.lanes.failure
         if self.partitions.fatal is not None:
             fatal = self.partitions.fatal
             raise TakeoverFailed(f"partition takeover failed: {fatal}") from fatal
         return self.summary
 
-    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Record]]:
+    async def _poll(self, consumer: AIOKafkaConsumer) -> Records:
         """One batch: up to `max_batch` records, gathered for at most `commit_interval_ms`.
 
         With the default interval of 0 a batch is whatever one fetch returned (lowest latency);
         a longer interval fills batches under light load, so fewer, larger transactions.
         """
         limit = self.settings.max_batch
-        batches: dict[TopicPartition, list[Record]] = await consumer.getmany(
-            timeout_ms=self.settings.poll_timeout_ms, max_records=limit
-        )
+        batches: Records = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=limit)
         if not batches or self.settings.commit_interval_ms <= 0:
             return batches
         deadline = time.monotonic() + self.settings.commit_interval_ms / 1000
@@ -171,9 +170,10 @@ class ExecWorker:
         if now - self._last_reconcile < self.settings.reconcile_interval_ms / 1000:
             return
         self._last_reconcile = now
-        async with self.partitions.lock:
-            for owner in list(self.partitions.owners.values()):
-                await self.reconcile(owner)
+        for owner in list(self.partitions.owners.values()):
+            async with owner.busy:  # after the batch in flight, before the next
+                if not owner.released:
+                    await self.reconcile(owner)
 
     def in_flight(self) -> int:
         """Orders whose fate at the venue is not known yet, and cancels not yet confirmed."""
@@ -197,22 +197,21 @@ class ExecWorker:
             # A rebalance revoked a partition between the awaits (it killed a worker in the
             # chaos run): not drained; the next call sees the new assignment.
             return False
-        return behind == 0 and self.in_flight() == 0
+        return behind == 0 and self.lanes.idle() and self.in_flight() == 0
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    async def _process(self, batches: dict[TopicPartition, list[Record]]) -> None:
-        by_partition: dict[int, dict[TopicPartition, list[Record]]] = defaultdict(dict)
+    async def _dispatch(self, batches: Records) -> None:
+        """Each owned partition's records to its lane; records of a partition revoked while the
+        fetch was in flight are left to its new owner."""
+        by_partition: dict[int, Records] = {}
         for tp, records in batches.items():
-            by_partition[tp.partition][tp] = records
-        async with self.partitions.lock:
-            # Partitions are independent (own producer, own state): commit them concurrently.
-            await asyncio.gather(*(self._process_partition(p, parts) for p, parts in sorted(by_partition.items())))
+            by_partition.setdefault(tp.partition, {})[tp] = records
+        owners = self.partitions.owners
+        await self.lanes.dispatch([(owners[p], parts) for p, parts in sorted(by_partition.items()) if p in owners])
 
-    async def _process_partition(self, partition: int, batches: dict[TopicPartition, list[Record]]) -> None:
-        owner = self.partitions.owners.get(partition)
-        if owner is None:
-            return  # revoked while the fetch was in flight; the new owner will read it
+    async def _process_partition(self, owner: PartitionOwner, batches: Records) -> None:
+        """One transaction of a partition (its lane holds `owner.busy`)."""
         fresh = {tp: [r for r in rs if r.offset >= owner.next_offset.get(tp, 0)] for tp, rs in batches.items()}
         batches = {tp: records for tp, records in sorted(fresh.items(), key=lambda item: item[0].topic) if records}
         if not batches:
@@ -272,7 +271,7 @@ class ExecWorker:
         except KafkaError as exc:
             log.error("partition %d: transaction failed (%s); aborting and retrying", owner.partition, exc)
             self.accounting.aborted()
-            await self.partitions.rewind(owner, list(offsets))
+            self.partitions.rewind(owner)
             return False
         owner.table.commit()
         owner.next_offset.update(offsets)
