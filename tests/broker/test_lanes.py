@@ -27,8 +27,9 @@ from worker.runtime.transactions import TransactionWriter
 
 
 def rows(prefix: str, symbol: str, count: int) -> list[tuple[bytes | None, bytes]]:
+    base = decision_dict(symbol=symbol)
     return [
-        (symbol.encode(), orjson.dumps(decision_dict(signal_row_id=f"{prefix}-{i}", symbol=symbol, ts_ms=1_767_225_600_500 + i)))
+        (symbol.encode(), orjson.dumps({**base, "signal_row_id": f"{prefix}-{i}", "ts_ms": base["ts_ms"] + i}))
         for i in range(count)
     ]
 
