@@ -291,11 +291,19 @@ async def send_to_partition(
         if batch.append(key=key, value=value, timestamp=None) is None:
             if count == 0:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in a producer batch")
-            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            sent.append((await _send_complete(producer, batch, topic, partition), count))
             batch, count = producer.create_batch(), 0
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in a producer batch")
         count += 1
     if count:
-        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+        sent.append((await _send_complete(producer, batch, topic, partition), count))
     return sent
+
+
+async def _send_complete(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+    # A closed batch is complete: aiokafka's sender takes it at once instead of lingering
+    # `linger_ms` for records that will never come (5 ms on every transaction's critical path).
+    batch.close()
+    future: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
+    return future
