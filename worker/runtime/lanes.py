@@ -117,6 +117,7 @@ class Lane:
                         await self._process(owner, merged(current))
             except Exception as exc:
                 log.exception("partition %d: batch failed", owner.partition)
+                self.close()  # a loop waiting to queue more must not wait for a dead lane
                 self._on_error(exc)
                 return
             finally:
