@@ -24,7 +24,7 @@ from worker.codec.errors import DecodeError, ErrorClass
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES, decode_json_reference, encode_json_reference
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
-from worker.contract.state_machine import IllegalTransition
+from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.core.order_table import OrderRecord, OrderTable
 from worker.policy.pretrade import PolicyState, PreTradePolicy
 
@@ -115,6 +115,8 @@ class CompiledHistory:
         self.policy_state = PolicyState()
         self.max_bytes = max_bytes
         self._fold = execcore.HistoryFold(list(OrderStatus), max_bytes)
+        if policy is not None and policy.walls_admit_all():
+            self._fold.restore_once()  # only the first events that can change the policy's state
 
     def feed(self, records: Sequence[HistoryRecord], end: int, mark: int) -> list[Republish]:
         """Folds the records below offset `end`; returns the events at or after `mark`.
@@ -159,9 +161,36 @@ class CompiledHistory:
             out.append(Republish(symbol, event_ts_ms, event_id, value))
 
     def finish(self) -> FoldedHistory:
+        """The table: its open orders as records, its settled ones left in the fold until read."""
         table = OrderTable()
-        table.restore(self._fold.records(RebuiltRecord))
+        settled = [i for i, status in enumerate(OrderStatus) if is_terminal(status)]
+        table.restore(self._fold.take_unsettled(settled, RebuiltRecord), _Settled(self._fold))
         return FoldedHistory(table, self.policy_state, self._fold.events_read, self._fold.source_high())
+
+
+class _Settled:
+    """The fold's settled orders, as the table reads them (`SettledOrders`)."""
+
+    __slots__ = ("_fold",)
+
+    def __init__(self, fold: execcore.HistoryFold) -> None:
+        self._fold = fold
+
+    def take(self, client_order_id: str) -> OrderRecord | None:
+        record: RebuiltRecord | None = self._fold.take(client_order_id, RebuiltRecord)
+        return record
+
+    def discard(self, client_order_id: str) -> bool:
+        return self._fold.discard(client_order_id)
+
+    def counts(self) -> dict[OrderStatus, int]:
+        return self._fold.counts()
+
+    def ids(self) -> list[str]:
+        return self._fold.ids()
+
+    def __len__(self) -> int:
+        return len(self._fold)
 
 
 class ReferenceHistory:

@@ -446,6 +446,53 @@ struct HistoryFold {
     max_bytes: usize,
     events_read: u64,
     source_high: std::collections::HashMap<String, i64>,
+    /// Set by `restore_once`: each order's first event is reported only when it can change the
+    /// policy state (see `history::Restores`).
+    restores: Option<history::Restores>,
+}
+
+impl HistoryFold {
+    /// One order as a `cls` instance made without its `__init__`: its slots status, events,
+    /// expires_ms, attempt, venue_confirmed, cancel_requested, `_raw` (the latest event's
+    /// bytes) and `_event` (None) set.
+    fn record<'py>(
+        &self,
+        py: Python<'py>,
+        new: &Bound<'py, PyAny>,
+        cls: &Bound<'py, PyAny>,
+        order: &history::Order<Py<PyBytes>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let names = [
+            pyo3::intern!(py, "status"),
+            pyo3::intern!(py, "events"),
+            pyo3::intern!(py, "expires_ms"),
+            pyo3::intern!(py, "attempt"),
+            pyo3::intern!(py, "venue_confirmed"),
+            pyo3::intern!(py, "cancel_requested"),
+            pyo3::intern!(py, "_raw"),
+            pyo3::intern!(py, "_event"),
+        ];
+        let record = new.call1((cls,))?;
+        let values: [Bound<'py, PyAny>; 8] = [
+            self.statuses[order.status as usize].bind(py).clone(),
+            order.events.into_pyobject(py)?.into_any(),
+            order.expires_ms.into_pyobject(py)?.into_any(),
+            order.attempt.into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, order.venue_confirmed).to_owned().into_any(),
+            pyo3::types::PyBool::new(py, order.cancel_requested).to_owned().into_any(),
+            order.last.bind(py).clone().into_any(),
+            py.None().into_bound(py),
+        ];
+        for (name, value) in names.iter().zip(values.iter()) {
+            // SAFETY: all three are live objects held by this frame. The generic setter is
+            // `object.__setattr__`: it fills the slots of a frozen dataclass.
+            let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(record.as_ptr(), name.as_ptr(), value.as_ptr()) };
+            if rc != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(record)
+    }
 }
 
 #[pymethods]
@@ -462,7 +509,16 @@ impl HistoryFold {
             max_bytes,
             events_read: 0,
             source_high: std::collections::HashMap::new(),
+            restores: None,
         })
+    }
+
+    /// From now on, report an order's first event in `firsts` only when restoring it can change
+    /// the pre-trade policy's state. Only for a policy whose every mode has no rate limit: its
+    /// walls then always admit and never change, and a restore of a symbol already restored
+    /// under the same mode (one that reached the wall, if this one does) does nothing.
+    fn restore_once(&mut self) {
+        self.restores = Some(history::Restores::default());
     }
 
     /// Folds `records[start:]` (objects with `.offset` and `.value`) below offset `end`.
@@ -499,7 +555,7 @@ impl HistoryFold {
                 return Ok((Some(index), republish, firsts, illegal));
             };
             match history::apply(&mut self.orders, &event, || value.clone().unbind()) {
-                Ok(1) => firsts.append((
+                Ok(1) if self.restores.as_mut().is_none_or(|r| r.changes(&event)) => firsts.append((
                     event.mode.as_ref(),
                     event.symbol.as_ref(),
                     self.statuses[event.status as usize].bind(py),
@@ -541,45 +597,72 @@ impl HistoryFold {
         Ok(d)
     }
 
-    /// The table as {client_order_id: record}: each record a `cls` instance made without its
-    /// `__init__`, its slots status, events, expires_ms, attempt, venue_confirmed,
-    /// cancel_requested, `_raw` (the latest event's bytes) and `_event` (None) set.
+    /// The table as {client_order_id: record} (`record` above), without removing anything.
     fn records<'py>(&self, py: Python<'py>, cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let names = [
-            pyo3::intern!(py, "status"),
-            pyo3::intern!(py, "events"),
-            pyo3::intern!(py, "expires_ms"),
-            pyo3::intern!(py, "attempt"),
-            pyo3::intern!(py, "venue_confirmed"),
-            pyo3::intern!(py, "cancel_requested"),
-            pyo3::intern!(py, "_raw"),
-            pyo3::intern!(py, "_event"),
-        ];
         let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
         let out = PyDict::new(py);
         for (id, order) in &self.orders {
-            let record = new.call1((cls,))?;
-            let values: [Bound<'py, PyAny>; 8] = [
-                self.statuses[order.status as usize].bind(py).clone(),
-                order.events.into_pyobject(py)?.into_any(),
-                order.expires_ms.into_pyobject(py)?.into_any(),
-                order.attempt.into_pyobject(py)?.into_any(),
-                pyo3::types::PyBool::new(py, order.venue_confirmed).to_owned().into_any(),
-                pyo3::types::PyBool::new(py, order.cancel_requested).to_owned().into_any(),
-                order.last.bind(py).clone().into_any(),
-                py.None().into_bound(py),
-            ];
-            for (name, value) in names.iter().zip(values.iter()) {
-                // SAFETY: all three are live objects held by this frame. The generic setter is
-                // `object.__setattr__`: it fills the slots of a frozen dataclass.
-                let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(record.as_ptr(), name.as_ptr(), value.as_ptr()) };
-                if rc != 0 {
-                    return Err(PyErr::fetch(py));
-                }
-            }
-            out.set_item(id, record)?;
+            out.set_item(id, self.record(py, &new, cls, order)?)?;
         }
         Ok(out)
+    }
+
+    /// Removes one order and returns it as a `cls` record, or None if the fold does not hold it.
+    fn take<'py>(&mut self, py: Python<'py>, client_order_id: &str, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(order) = self.orders.remove(client_order_id) else {
+            return Ok(None);
+        };
+        let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
+        self.record(py, &new, cls, &order).map(Some)
+    }
+
+    /// Removes the orders whose status is not in `settled` (indices into `statuses`) and returns
+    /// them as {client_order_id: `cls` record}.
+    fn take_unsettled<'py>(&mut self, py: Python<'py>, settled: Vec<usize>, cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let mask = settled.iter().fold(0u16, |m, &s| m | (1 << s));
+        let ids: Vec<String> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| mask & (1 << o.status) == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
+        let out = PyDict::new(py);
+        for id in ids {
+            if let Some(order) = self.orders.remove(&id) {
+                out.set_item(&id, self.record(py, &new, cls, &order)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets an order (a newer record replaced it); true if it was held.
+    fn discard(&mut self, client_order_id: &str) -> bool {
+        self.orders.remove(client_order_id).is_some()
+    }
+
+    /// How many held orders are in each status.
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut counts = [0u64; history::STATUS_NAMES.len()];
+        for order in self.orders.values() {
+            counts[order.status as usize] += 1;
+        }
+        let d = PyDict::new(py);
+        for (status, count) in counts.iter().enumerate() {
+            if *count > 0 {
+                d.set_item(self.statuses[status].bind(py), *count)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// The ids of the held orders.
+    fn ids(&self) -> Vec<String> {
+        self.orders.keys().cloned().collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.orders.len()
     }
 }
 
