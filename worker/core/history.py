@@ -139,13 +139,29 @@ class CompiledHistory:
             self._take([record], republish, firsts, illegal, out)
             start = stopped + 1
 
-    def _take(
-        self,
-        records: Sequence[HistoryRecord],
-        republish: list[tuple[str, int, str, int]],
-        firsts: list[tuple[str, str, Any, str | None, int]],
-        illegal: list[tuple[str, Any, Any, str]],
-        out: list[Republish],
+    def feed_batches(
+        self, batches: bytes, fetch_offset: int, end: int, mark: int, aborted: list[tuple[int, int]]
+    ) -> tuple[int, bool, list[Republish]]:
+        """Folds the records below offset `end` of one partition's fetched record batches (a
+        read_committed Fetch response's records and aborted transactions) from `fetch_offset`
+        on; returns (the next fetch offset, whether a batch there must be read another way,
+        the events at or after `mark`). Raises `UnreadableEvent` as `feed`."""
+        out: list[Republish] = []
+        offset = fetch_offset
+        while True:
+            next_offset, unhandled, refused, republish, firsts, illegal = self._fold.feed_batches(
+                batches, offset, end, mark, aborted
+            )
+            self._restore(firsts, illegal)
+            out += [Republish(*event) for event in republish]
+            if refused is None:
+                return next_offset, unhandled, out
+            # Not vouched for by the compiled decoder: `feed` asks the model.
+            out += self.feed([JsonRecord(*refused)], end, mark)
+            offset = refused[0] + 1
+
+    def _restore(
+        self, firsts: list[tuple[str, str, Any, str | None, int]], illegal: list[tuple[str, Any, Any, str]]
     ) -> None:
         for client_order_id, current, new, event_id in illegal:
             _log_illegal(self.where, client_order_id, current, new, event_id)
@@ -155,6 +171,16 @@ class CompiledHistory:
             restore = policy.restore_order
             for mode, symbol, status, reason, event_ts_ms in firsts:
                 restore(mode, symbol, status, reason, event_ts_ms)
+
+    def _take(
+        self,
+        records: Sequence[HistoryRecord],
+        republish: list[tuple[str, int, str, int]],
+        firsts: list[tuple[str, str, Any, str | None, int]],
+        illegal: list[tuple[str, Any, Any, str]],
+        out: list[Republish],
+    ) -> None:
+        self._restore(firsts, illegal)
         for symbol, event_ts_ms, event_id, index in republish:
             value = records[index].value
             assert value is not None

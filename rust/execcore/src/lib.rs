@@ -5,6 +5,7 @@ mod decision;
 mod engine;
 mod fold;
 mod history;
+mod record_batch;
 
 use dec::Dec;
 use decision::{Action, OrderType, Side, Tif};
@@ -452,6 +453,42 @@ struct HistoryFold {
 }
 
 impl HistoryFold {
+    /// Folds one decoded event (`last` makes the bytes the order keeps): reports the order's
+    /// first event in `firsts` (if it can change the policy) or the illegal transition.
+    fn fold_event<'py>(
+        &mut self,
+        py: Python<'py>,
+        event: &history::Event<'_>,
+        last: impl FnOnce() -> Py<PyBytes>,
+        firsts: &Bound<'py, PyList>,
+        illegal: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
+        match history::apply(&mut self.orders, event, last) {
+            Ok(1) if self.restores.as_mut().is_none_or(|r| r.changes(event)) => firsts.append((
+                event.mode.as_ref(),
+                event.symbol.as_ref(),
+                self.statuses[event.status as usize].bind(py),
+                event.reason.as_deref(),
+                event.event_ts_ms,
+            ))?,
+            Ok(_) => {}
+            Err(bad) => illegal.append((
+                bad.client_order_id,
+                self.statuses[bad.current as usize].bind(py),
+                self.statuses[bad.new as usize].bind(py),
+                bad.event_id,
+            ))?,
+        }
+        self.events_read += 1;
+        match self.source_high.get_mut(event.source_topic.as_ref()) {
+            Some(high) => *high = (*high).max(event.source_offset),
+            None => {
+                self.source_high.insert(event.source_topic.to_string(), event.source_offset);
+            }
+        }
+        Ok(())
+    }
+
     /// One order as a `cls` instance made without its `__init__`: its slots status, events,
     /// expires_ms, attempt, venue_confirmed, cancel_requested, `_raw` (the latest event's
     /// bytes) and `_event` (None) set.
@@ -554,34 +591,74 @@ impl HistoryFold {
             let Some(event) = history::decode(bytes, self.max_bytes) else {
                 return Ok((Some(index), republish, firsts, illegal));
             };
-            match history::apply(&mut self.orders, &event, || value.clone().unbind()) {
-                Ok(1) if self.restores.as_mut().is_none_or(|r| r.changes(&event)) => firsts.append((
-                    event.mode.as_ref(),
-                    event.symbol.as_ref(),
-                    self.statuses[event.status as usize].bind(py),
-                    event.reason.as_deref(),
-                    event.event_ts_ms,
-                ))?,
-                Ok(_) => {}
-                Err(bad) => illegal.append((
-                    bad.client_order_id,
-                    self.statuses[bad.current as usize].bind(py),
-                    self.statuses[bad.new as usize].bind(py),
-                    bad.event_id,
-                ))?,
-            }
-            self.events_read += 1;
-            match self.source_high.get_mut(event.source_topic.as_ref()) {
-                Some(high) => *high = (*high).max(event.source_offset),
-                None => {
-                    self.source_high.insert(event.source_topic.to_string(), event.source_offset);
-                }
-            }
+            self.fold_event(py, &event, || value.clone().unbind(), &firsts, &illegal)?;
             if offset >= mark {
                 republish.append((event.symbol.as_ref(), event.event_ts_ms, event.event_id.as_ref(), index))?;
             }
         }
         Ok((None, republish, firsts, illegal))
+    }
+
+    /// Folds one partition's fetched record batches (`record_batch.rs`: read_committed, as
+    /// aiokafka reads them) from `fetch_offset` on, the records below offset `end`. `aborted`:
+    /// the Fetch response's (producer_id, first_offset) of aborted transactions.
+    ///
+    /// Returns `(next_offset, unhandled, refused, republish, firsts, illegal)`: where the next
+    /// fetch starts; `unhandled` if a batch this reader does not handle starts at `next_offset`
+    /// (read on from there another way); `refused`: (offset, value) of a record this decoder
+    /// does not vouch for (nothing from it on is folded: the caller asks the model, then calls
+    /// again from offset + 1); `republish` holds (symbol, event_ts_ms, event_id, value) of the
+    /// events at or after `mark`; `firsts` and `illegal` as `feed`.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn feed_batches<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        fetch_offset: i64,
+        end: i64,
+        mark: i64,
+        aborted: Vec<(i64, i64)>,
+    ) -> PyResult<(
+        i64,
+        bool,
+        Option<(i64, Bound<'py, PyBytes>)>,
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+    )> {
+        let republish = PyList::empty(py);
+        let firsts = PyList::empty(py);
+        let illegal = PyList::empty(py);
+        let mut refused = None;
+        let mut failed: Option<PyErr> = None;
+        let read = record_batch::read(data.as_bytes(), fetch_offset, &aborted, |record| {
+            let (offset, Some(value)) = (record.offset, record.value) else {
+                return true; // a tombstone
+            };
+            if offset >= end {
+                return true;
+            }
+            let Some(event) = history::decode(value, self.max_bytes) else {
+                refused = Some((offset, PyBytes::new(py, value)));
+                return false;
+            };
+            let line = (offset >= mark).then(|| PyBytes::new(py, value));
+            let last = || line.as_ref().map_or_else(|| PyBytes::new(py, value).unbind(), |l| l.clone().unbind());
+            let folded = self.fold_event(py, &event, last, &firsts, &illegal).and_then(|()| match &line {
+                Some(line) => republish.append((event.symbol.as_ref(), event.event_ts_ms, event.event_id.as_ref(), line)),
+                None => Ok(()),
+            });
+            if let Err(err) = folded {
+                failed = Some(err);
+                return false;
+            }
+            true
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let unhandled = read.stop == Some(record_batch::Stop::Unhandled);
+        Ok((read.next_offset, unhandled, refused, republish, firsts, illegal))
     }
 
     #[getter]
