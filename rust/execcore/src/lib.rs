@@ -743,6 +743,24 @@ impl HistoryFold {
     }
 }
 
+/// The committed records of one partition's fetched record batches (`record_batch.rs`), for the
+/// differential tests against aiokafka: `(next_offset, unhandled, [(offset, value)])`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn read_record_batches<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    fetch_offset: i64,
+    aborted: Vec<(i64, i64)>,
+) -> (i64, bool, Vec<(i64, Option<Bound<'py, PyBytes>>)>) {
+    let mut out = Vec::new();
+    let read = record_batch::read(data, fetch_offset, &aborted, |record| {
+        out.push((record.offset, record.value.map(|v| PyBytes::new(py, v))));
+        true
+    });
+    (read.next_offset, read.stop == Some(record_batch::Stop::Unhandled), out)
+}
+
 #[pymodule]
 fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DecisionDecoder>()?;
@@ -756,5 +774,6 @@ fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(latency_ms, m)?)?;
     m.add_function(wrap_pyfunction!(slippage_bps, m)?)?;
     m.add_function(wrap_pyfunction!(encode_exec_event, m)?)?;
+    m.add_function(wrap_pyfunction!(read_record_batches, m)?)?;
     Ok(())
 }
