@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -38,7 +40,9 @@ from worker.core.history import (
     ReferenceHistory,
     UnreadableEvent,
 )
+from worker.policy.modes import ModeManager, ScenarioParams
 from worker.policy.pretrade import PreTradePolicy
+from worker.policy.rules import parse_rules
 from worker.runtime.recovery import _canonical
 
 pytestmark = pytest.mark.unit
@@ -49,8 +53,13 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 S = OrderStatus
 
 
-def fold(kind: type[CompiledHistory] | type[ReferenceHistory], records: list[HistoryRecord], mark: int) -> Any:
-    policy = PreTradePolicy.default()
+def fold(
+    kind: type[CompiledHistory] | type[ReferenceHistory],
+    records: list[HistoryRecord],
+    mark: int,
+    policy: PreTradePolicy | None = None,
+) -> Any:
+    policy = PreTradePolicy.default() if policy is None else policy
     history = kind("exec[0]", policy)
     try:
         lines = []
@@ -61,9 +70,11 @@ def fold(kind: type[CompiledHistory] | type[ReferenceHistory], records: list[His
         return ("unreadable", exc.offset, str(exc.error))
     table = {
         coid: (r.status, r.events, r.expires_ms, r.attempt, r.venue_confirmed, r.cancel_requested, r.last, r.in_flight)
-        for coid, r in sorted(folded.table._committed.items())
+        for coid, r in sorted(folded.table.records().items())
     }
     assert len(folded.table) == len(table)
+    by_status = folded.table.by_status()
+    assert sorted(by_status.items()) == sorted(Counter(r[0] for r in table.values()).items())
     return (table, lines, folded.events_read, folded.source_high, snapshot(folded.policy))
 
 
@@ -169,6 +180,75 @@ def test_generated_streams_fold_alike(seed: int, caplog: pytest.LogCaptureFixtur
     assert "illegal transition" in caplog.text  # the skipped events were logged (by both folds)
 
 
+NO_WALL = ScenarioParams(Decimal(2), Decimal(30), Decimal(20), Decimal(6), Decimal("0.01"), 0.0, 0.0)
+RATED = ScenarioParams(Decimal(2), Decimal(30), Decimal(20), Decimal(6), Decimal("0.01"), 2.0, 100.0)
+RULES = (
+    {},
+    {"rate_wall": "observe", "adaptive_throttle": "observe"},
+    {"rate_wall": "off"},
+    {
+        "adaptive_throttle": "off",
+        "modes": {"night": {"rate_wall": "off"}},
+        "symbols": {"ETHUSDT": {"rate_wall": "observe"}},
+    },
+)
+
+
+def modes_policy(night: ScenarioParams, rules: dict[str, Any]) -> PreTradePolicy:
+    """Two modes (and the stream's unknown third), without rate limits or with them at night."""
+    params = {"default": NO_WALL, "night": night}
+    return PreTradePolicy(ModeManager(ZoneInfo("UTC"), params, "default", rules=parse_rules(rules, params)))
+
+
+@pytest.mark.parametrize("rules", RULES)
+@pytest.mark.parametrize("night", [NO_WALL, RATED], ids=["no-rate-limits", "rated"])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_policy_restores_alike(seed: int, night: ScenarioParams, rules: dict[str, Any]) -> None:
+    """The compiled fold reports an order's first event to the policy only when it can change the
+    policy's state (with no rate limit anywhere: history.rs `Restores`), every one otherwise: the
+    policy's modes, walls, buckets and tokens end the same as after the pydantic fold."""
+    rng = random.Random(seed)
+    modes = [b'"mode":"default"', b'"mode":"night"', b'"mode":"not-a-mode"']
+    reasons = [b'"reason":"rate_symbol"', b'"reason":"rate_global"', b'"reason":"rate_limit"']
+    values = [
+        v
+        if v is None
+        else v.replace(b'"mode":"default"', rng.choice(modes))
+        .replace(b'"mode":"not-a-mode"', rng.choice(modes))
+        .replace(b'"reason":"rate_limit"', rng.choice(reasons))
+        for v in generated_stream(seed, 600)
+    ]
+    assert any(b'"status":"THROTTLED","reason":"rate_global"' in v for v in values if v is not None)
+    records: list[HistoryRecord] = [JsonRecord(offset, value) for offset, value in enumerate(values)]
+    expected = fold(ReferenceHistory, records, 0, modes_policy(night, rules))
+    actual = fold(CompiledHistory, records, 0, modes_policy(night, rules))
+    assert actual == expected
+    walls = expected[4][1]
+    assert walls["wall"] is not None and walls["symbol_mode"].keys() == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+
+
+def test_a_rebuilt_table_reads_its_settled_orders_on_use() -> None:
+    """Closed orders stay in the fold until read; the table answers as if it held them all."""
+    values = generated_stream(4)
+    records: list[HistoryRecord] = [JsonRecord(offset, value) for offset, value in enumerate(values)]
+    tables = []
+    for kind in (ReferenceHistory, CompiledHistory):
+        history = kind("exec[0]", None)
+        history.feed(records, end=10**9, mark=10**9)
+        tables.append(history.finish().table)
+    reference, rebuilt = tables
+    assert len(rebuilt) == len(reference) and rebuilt.by_status() == reference.by_status()
+    assert [r.last for r in rebuilt.open_orders()] == [r.last for r in reference.open_orders()]
+    assert rebuilt.open_orders() and len(rebuilt._committed) == len(rebuilt.open_orders())  # only open ones built
+    settled = sorted(set(reference._committed) - set(rebuilt._committed))
+    for coid in settled[:5]:
+        record = rebuilt.get(coid)
+        assert record is not None and record.last == reference._committed[coid].last
+        assert rebuilt.get(coid) is record and coid in rebuilt._committed  # read once, kept
+    assert len(rebuilt) == len(reference) and rebuilt.by_status() == reference.by_status()
+    assert rebuilt.get("never-seen") is None
+
+
 def test_the_illegal_transitions_are_logged_alike(caplog: pytest.LogCaptureFixture) -> None:
     records: list[HistoryRecord] = [JsonRecord(i, v) for i, v in enumerate(generated_stream(3))]
     logged = []
@@ -185,11 +265,12 @@ def test_a_rebuilt_record_decodes_its_latest_event_on_first_use() -> None:
     history = CompiledHistory("exec[0]", None)
     history.feed([JsonRecord(i, v) for i, v in enumerate(values)], end=10**9, mark=10**9)
     table = history.finish().table
-    record = table._committed[next(iter(sorted(table._committed)))]
+    records = table.records()
+    record = records[next(iter(sorted(records)))]
     assert isinstance(record, RebuiltRecord) and record._event is None
     event = record.last
     assert isinstance(event, ExecEvent) and record.last is event  # decoded once
-    assert event.client_order_id in table._committed
+    assert table.get(event.client_order_id) is record
 
 
 @FAST

@@ -24,7 +24,7 @@ from worker.codec.errors import DecodeError, ErrorClass
 from worker.codec.json_codec import DEFAULT_MAX_MESSAGE_BYTES, decode_json_reference, encode_json_reference
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
-from worker.contract.state_machine import IllegalTransition
+from worker.contract.state_machine import IllegalTransition, is_terminal
 from worker.core.order_table import OrderRecord, OrderTable
 from worker.policy.pretrade import PolicyState, PreTradePolicy
 
@@ -115,6 +115,8 @@ class CompiledHistory:
         self.policy_state = PolicyState()
         self.max_bytes = max_bytes
         self._fold = execcore.HistoryFold(list(OrderStatus), max_bytes)
+        if policy is not None and policy.walls_admit_all():
+            self._fold.restore_once()  # only the first events that can change the policy's state
 
     def feed(self, records: Sequence[HistoryRecord], end: int, mark: int) -> list[Republish]:
         """Folds the records below offset `end`; returns the events at or after `mark`.
@@ -137,13 +139,29 @@ class CompiledHistory:
             self._take([record], republish, firsts, illegal, out)
             start = stopped + 1
 
-    def _take(
-        self,
-        records: Sequence[HistoryRecord],
-        republish: list[tuple[str, int, str, int]],
-        firsts: list[tuple[str, str, Any, str | None, int]],
-        illegal: list[tuple[str, Any, Any, str]],
-        out: list[Republish],
+    def feed_batches(
+        self, batches: bytes, fetch_offset: int, end: int, mark: int, aborted: list[tuple[int, int]]
+    ) -> tuple[int, bool, list[Republish]]:
+        """Folds the records below offset `end` of one partition's fetched record batches (a
+        read_committed Fetch response's records and aborted transactions) from `fetch_offset`
+        on; returns (the next fetch offset, whether a batch there must be read another way,
+        the events at or after `mark`). Raises `UnreadableEvent` as `feed`."""
+        out: list[Republish] = []
+        offset = fetch_offset
+        while True:
+            next_offset, unhandled, refused, republish, firsts, illegal = self._fold.feed_batches(
+                batches, offset, end, mark, aborted
+            )
+            self._restore(firsts, illegal)
+            out += [Republish(*event) for event in republish]
+            if refused is None:
+                return next_offset, unhandled, out
+            # Not vouched for by the compiled decoder: `feed` asks the model.
+            out += self.feed([JsonRecord(*refused)], end, mark)
+            offset = refused[0] + 1
+
+    def _restore(
+        self, firsts: list[tuple[str, str, Any, str | None, int]], illegal: list[tuple[str, Any, Any, str]]
     ) -> None:
         for client_order_id, current, new, event_id in illegal:
             _log_illegal(self.where, client_order_id, current, new, event_id)
@@ -153,15 +171,52 @@ class CompiledHistory:
             restore = policy.restore_order
             for mode, symbol, status, reason, event_ts_ms in firsts:
                 restore(mode, symbol, status, reason, event_ts_ms)
+
+    def _take(
+        self,
+        records: Sequence[HistoryRecord],
+        republish: list[tuple[str, int, str, int]],
+        firsts: list[tuple[str, str, Any, str | None, int]],
+        illegal: list[tuple[str, Any, Any, str]],
+        out: list[Republish],
+    ) -> None:
+        self._restore(firsts, illegal)
         for symbol, event_ts_ms, event_id, index in republish:
             value = records[index].value
             assert value is not None
             out.append(Republish(symbol, event_ts_ms, event_id, value))
 
     def finish(self) -> FoldedHistory:
+        """The table: its open orders as records, its settled ones left in the fold until read."""
         table = OrderTable()
-        table.restore(self._fold.records(RebuiltRecord))
+        settled = [i for i, status in enumerate(OrderStatus) if is_terminal(status)]
+        table.restore(self._fold.take_unsettled(settled, RebuiltRecord), _Settled(self._fold))
         return FoldedHistory(table, self.policy_state, self._fold.events_read, self._fold.source_high())
+
+
+class _Settled:
+    """The fold's settled orders, as the table reads them (`SettledOrders`)."""
+
+    __slots__ = ("_fold",)
+
+    def __init__(self, fold: execcore.HistoryFold) -> None:
+        self._fold = fold
+
+    def take(self, client_order_id: str) -> OrderRecord | None:
+        record: RebuiltRecord | None = self._fold.take(client_order_id, RebuiltRecord)
+        return record
+
+    def discard(self, client_order_id: str) -> bool:
+        return self._fold.discard(client_order_id)
+
+    def counts(self) -> dict[OrderStatus, int]:
+        return self._fold.counts()
+
+    def ids(self) -> list[str]:
+        return self._fold.ids()
+
+    def __len__(self) -> int:
+        return len(self._fold)
 
 
 class ReferenceHistory:

@@ -8,6 +8,7 @@ so re-processing it after an abort gives the same events again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from worker.contract.enums import OrderStatus
 from worker.contract.events import ExecEvent
@@ -36,16 +37,41 @@ class OrderRecord:
         return not self.venue_confirmed and not is_terminal(self.status) and self.expires_ms is not None
 
 
+class SettledOrders(Protocol):
+    """Committed orders in a terminal status, held outside the table until one is read (the
+    compiled history fold keeps a takeover's closed orders so: worker/core/history.py)."""
+
+    def take(self, client_order_id: str) -> OrderRecord | None:
+        """Removes the order and returns its record (None if not held)."""
+
+    def discard(self, client_order_id: str) -> object:
+        """Forgets the order (a newer record replaced it)."""
+
+    def counts(self) -> dict[OrderStatus, int]: ...
+
+    def ids(self) -> list[str]: ...
+
+    def __len__(self) -> int: ...
+
+
 class OrderTable:
     """Answers "have I seen this client_order_id, and where is it in its life?"."""
 
     def __init__(self) -> None:
         self._committed: dict[str, OrderRecord] = {}
         self._staged: dict[str, OrderRecord] = {}
+        self._settled: SettledOrders | None = None  # disjoint from `_committed`
 
     def get(self, client_order_id: str) -> OrderRecord | None:
         record = self._staged.get(client_order_id)
-        return record if record is not None else self._committed.get(client_order_id)
+        if record is not None:
+            return record
+        record = self._committed.get(client_order_id)
+        if record is None and self._settled is not None:
+            record = self._settled.take(client_order_id)
+            if record is not None:
+                self._committed[client_order_id] = record
+        return record
 
     def apply(self, event: ExecEvent) -> OrderRecord:
         """Folds one event in, checking the transition table; raises `IllegalTransition`."""
@@ -91,11 +117,18 @@ class OrderTable:
         self._staged[event.client_order_id] = record
         return record
 
-    def restore(self, records: dict[str, OrderRecord]) -> None:
-        """Committed records rebuilt by the compiled history fold (worker/core/history.py)."""
+    def restore(self, records: dict[str, OrderRecord], settled: SettledOrders | None = None) -> None:
+        """Committed records rebuilt by the compiled history fold (worker/core/history.py): the
+        open ones as records, the settled ones (terminal, none of them in `records`) read on use."""
+        assert self._settled is None, "restored once, into an empty table"
         self._committed.update(records)
+        self._settled = settled
 
     def commit(self) -> None:
+        settled = self._settled
+        if settled is not None and len(settled):
+            for client_order_id in self._staged:
+                settled.discard(client_order_id)
         self._committed.update(self._staged)
         self._staged.clear()
 
@@ -111,10 +144,17 @@ class OrderTable:
 
     def by_status(self) -> dict[OrderStatus, int]:
         """How many committed orders are in each status (their latest)."""
-        counts: dict[OrderStatus, int] = {}
+        counts: dict[OrderStatus, int] = {} if self._settled is None else self._settled.counts()
         for record in self._committed.values():
             counts[record.status] = counts.get(record.status, 0) + 1
         return counts
 
+    def records(self) -> dict[str, OrderRecord]:
+        """Every committed record, the settled ones read (tests, diagnostics: not a hot path)."""
+        if self._settled is not None:
+            for client_order_id in self._settled.ids():
+                self.get(client_order_id)
+        return dict(self._committed)
+
     def __len__(self) -> int:
-        return len(self._committed)
+        return len(self._committed) + (0 if self._settled is None else len(self._settled))

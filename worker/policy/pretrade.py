@@ -224,6 +224,15 @@ class PreTradePolicy:
         e = first_event
         self.restore_order(e.mode, e.symbol, e.status, e.reason, e.event_ts_ms)
 
+    def walls_admit_all(self) -> bool:
+        """True if no mode has an order-rate limit: every wall then admits every order and never
+        changes, so restoring a symbol again under the same mode changes nothing (the compiled
+        rebuild restores only the orders that can change the state: history.rs `Restores`)."""
+        return all(
+            params.per_symbol_orders_per_s <= 0 and params.global_orders_per_s <= 0
+            for params in self.modes.modes.values()
+        )
+
     def restore_order(self, mode: str, symbol: str, status: OrderStatus, reason: str | None, event_ts_ms: int) -> None:
         """`restore` from the fields it reads (the compiled rebuild has no event models)."""
         if mode not in self.modes.modes:

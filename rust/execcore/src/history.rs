@@ -606,6 +606,48 @@ pub fn apply<L>(orders: &mut Orders<L>, event: &Event<'_>, last: impl FnOnce() -
     Ok(events)
 }
 
+/// Which orders' first events still matter to the pre-trade policy's restore, for a policy
+/// without rate limits (`PreTradePolicy.restore_order` in worker/policy/pretrade.py). With every
+/// rate at 0 the walls admit without changing, so a restore only records the symbol's mode
+/// (configuring the walls on a change) and creates the symbol's buckets in the walls its rules
+/// ask (once it reaches a wall). A restore of a symbol whose last reported restore had the same
+/// mode, and had reached the wall if this one does, changes nothing: it is not reported. A mode
+/// the policy does not know is reported (the policy skips it) and counts as a change, so more is
+/// reported than needed, never less.
+#[derive(Default)]
+pub struct Restores {
+    symbols: HashMap<String, (String, bool), BuildHasherDefault<FxHasher>>,
+}
+
+/// Reasons of the rate wall's own refusals (`WALL_REASONS` in pretrade.py).
+const WALL_REASONS: [&str; 2] = ["rate_symbol", "rate_global"];
+
+impl Restores {
+    /// True if the restore of this first event can change the policy's state.
+    pub fn changes(&mut self, first: &Event<'_>) -> bool {
+        let reached = match first.status {
+            DENIED => false,
+            THROTTLED => first.reason.as_deref().is_some_and(|r| WALL_REASONS.contains(&r)),
+            _ => true,
+        };
+        match self.symbols.get_mut(first.symbol.as_ref()) {
+            Some((mode, reached_before)) if *mode == first.mode => {
+                let new = reached && !*reached_before;
+                *reached_before |= reached;
+                new
+            }
+            Some(entry) => {
+                *entry = (first.mode.to_string(), reached);
+                true
+            }
+            None => {
+                self.symbols.insert(first.symbol.to_string(), (first.mode.to_string(), reached));
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ mod decision;
 mod engine;
 mod fold;
 mod history;
+mod record_batch;
 
 use dec::Dec;
 use decision::{Action, OrderType, Side, Tif};
@@ -446,6 +447,89 @@ struct HistoryFold {
     max_bytes: usize,
     events_read: u64,
     source_high: std::collections::HashMap<String, i64>,
+    /// Set by `restore_once`: each order's first event is reported only when it can change the
+    /// policy state (see `history::Restores`).
+    restores: Option<history::Restores>,
+}
+
+impl HistoryFold {
+    /// Folds one decoded event (`last` makes the bytes the order keeps): reports the order's
+    /// first event in `firsts` (if it can change the policy) or the illegal transition.
+    fn fold_event<'py>(
+        &mut self,
+        py: Python<'py>,
+        event: &history::Event<'_>,
+        last: impl FnOnce() -> Py<PyBytes>,
+        firsts: &Bound<'py, PyList>,
+        illegal: &Bound<'py, PyList>,
+    ) -> PyResult<()> {
+        match history::apply(&mut self.orders, event, last) {
+            Ok(1) if self.restores.as_mut().is_none_or(|r| r.changes(event)) => firsts.append((
+                event.mode.as_ref(),
+                event.symbol.as_ref(),
+                self.statuses[event.status as usize].bind(py),
+                event.reason.as_deref(),
+                event.event_ts_ms,
+            ))?,
+            Ok(_) => {}
+            Err(bad) => illegal.append((
+                bad.client_order_id,
+                self.statuses[bad.current as usize].bind(py),
+                self.statuses[bad.new as usize].bind(py),
+                bad.event_id,
+            ))?,
+        }
+        self.events_read += 1;
+        match self.source_high.get_mut(event.source_topic.as_ref()) {
+            Some(high) => *high = (*high).max(event.source_offset),
+            None => {
+                self.source_high.insert(event.source_topic.to_string(), event.source_offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// One order as a `cls` instance made without its `__init__`: its slots status, events,
+    /// expires_ms, attempt, venue_confirmed, cancel_requested, `_raw` (the latest event's
+    /// bytes) and `_event` (None) set.
+    fn record<'py>(
+        &self,
+        py: Python<'py>,
+        new: &Bound<'py, PyAny>,
+        cls: &Bound<'py, PyAny>,
+        order: &history::Order<Py<PyBytes>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let names = [
+            pyo3::intern!(py, "status"),
+            pyo3::intern!(py, "events"),
+            pyo3::intern!(py, "expires_ms"),
+            pyo3::intern!(py, "attempt"),
+            pyo3::intern!(py, "venue_confirmed"),
+            pyo3::intern!(py, "cancel_requested"),
+            pyo3::intern!(py, "_raw"),
+            pyo3::intern!(py, "_event"),
+        ];
+        let record = new.call1((cls,))?;
+        let values: [Bound<'py, PyAny>; 8] = [
+            self.statuses[order.status as usize].bind(py).clone(),
+            order.events.into_pyobject(py)?.into_any(),
+            order.expires_ms.into_pyobject(py)?.into_any(),
+            order.attempt.into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, order.venue_confirmed).to_owned().into_any(),
+            pyo3::types::PyBool::new(py, order.cancel_requested).to_owned().into_any(),
+            order.last.bind(py).clone().into_any(),
+            py.None().into_bound(py),
+        ];
+        for (name, value) in names.iter().zip(values.iter()) {
+            // SAFETY: all three are live objects held by this frame. The generic setter is
+            // `object.__setattr__`: it fills the slots of a frozen dataclass.
+            let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(record.as_ptr(), name.as_ptr(), value.as_ptr()) };
+            if rc != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(record)
+    }
 }
 
 #[pymethods]
@@ -462,7 +546,16 @@ impl HistoryFold {
             max_bytes,
             events_read: 0,
             source_high: std::collections::HashMap::new(),
+            restores: None,
         })
+    }
+
+    /// From now on, report an order's first event in `firsts` only when restoring it can change
+    /// the pre-trade policy's state. Only for a policy whose every mode has no rate limit: its
+    /// walls then always admit and never change, and a restore of a symbol already restored
+    /// under the same mode (one that reached the wall, if this one does) does nothing.
+    fn restore_once(&mut self) {
+        self.restores = Some(history::Restores::default());
     }
 
     /// Folds `records[start:]` (objects with `.offset` and `.value`) below offset `end`.
@@ -498,34 +591,74 @@ impl HistoryFold {
             let Some(event) = history::decode(bytes, self.max_bytes) else {
                 return Ok((Some(index), republish, firsts, illegal));
             };
-            match history::apply(&mut self.orders, &event, || value.clone().unbind()) {
-                Ok(1) => firsts.append((
-                    event.mode.as_ref(),
-                    event.symbol.as_ref(),
-                    self.statuses[event.status as usize].bind(py),
-                    event.reason.as_deref(),
-                    event.event_ts_ms,
-                ))?,
-                Ok(_) => {}
-                Err(bad) => illegal.append((
-                    bad.client_order_id,
-                    self.statuses[bad.current as usize].bind(py),
-                    self.statuses[bad.new as usize].bind(py),
-                    bad.event_id,
-                ))?,
-            }
-            self.events_read += 1;
-            match self.source_high.get_mut(event.source_topic.as_ref()) {
-                Some(high) => *high = (*high).max(event.source_offset),
-                None => {
-                    self.source_high.insert(event.source_topic.to_string(), event.source_offset);
-                }
-            }
+            self.fold_event(py, &event, || value.clone().unbind(), &firsts, &illegal)?;
             if offset >= mark {
                 republish.append((event.symbol.as_ref(), event.event_ts_ms, event.event_id.as_ref(), index))?;
             }
         }
         Ok((None, republish, firsts, illegal))
+    }
+
+    /// Folds one partition's fetched record batches (`record_batch.rs`: read_committed, as
+    /// aiokafka reads them) from `fetch_offset` on, the records below offset `end`. `aborted`:
+    /// the Fetch response's (producer_id, first_offset) of aborted transactions.
+    ///
+    /// Returns `(next_offset, unhandled, refused, republish, firsts, illegal)`: where the next
+    /// fetch starts; `unhandled` if a batch this reader does not handle starts at `next_offset`
+    /// (read on from there another way); `refused`: (offset, value) of a record this decoder
+    /// does not vouch for (nothing from it on is folded: the caller asks the model, then calls
+    /// again from offset + 1); `republish` holds (symbol, event_ts_ms, event_id, value) of the
+    /// events at or after `mark`; `firsts` and `illegal` as `feed`.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn feed_batches<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        fetch_offset: i64,
+        end: i64,
+        mark: i64,
+        aborted: Vec<(i64, i64)>,
+    ) -> PyResult<(
+        i64,
+        bool,
+        Option<(i64, Bound<'py, PyBytes>)>,
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+        Bound<'py, PyList>,
+    )> {
+        let republish = PyList::empty(py);
+        let firsts = PyList::empty(py);
+        let illegal = PyList::empty(py);
+        let mut refused = None;
+        let mut failed: Option<PyErr> = None;
+        let read = record_batch::read(data.as_bytes(), fetch_offset, &aborted, |record| {
+            let (offset, Some(value)) = (record.offset, record.value) else {
+                return true; // a tombstone
+            };
+            if offset >= end {
+                return true;
+            }
+            let Some(event) = history::decode(value, self.max_bytes) else {
+                refused = Some((offset, PyBytes::new(py, value)));
+                return false;
+            };
+            let line = (offset >= mark).then(|| PyBytes::new(py, value));
+            let last = || line.as_ref().map_or_else(|| PyBytes::new(py, value).unbind(), |l| l.clone().unbind());
+            let folded = self.fold_event(py, &event, last, &firsts, &illegal).and_then(|()| match &line {
+                Some(line) => republish.append((event.symbol.as_ref(), event.event_ts_ms, event.event_id.as_ref(), line)),
+                None => Ok(()),
+            });
+            if let Err(err) = folded {
+                failed = Some(err);
+                return false;
+            }
+            true
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let unhandled = read.stop == Some(record_batch::Stop::Unhandled);
+        Ok((read.next_offset, unhandled, refused, republish, firsts, illegal))
     }
 
     #[getter]
@@ -541,46 +674,91 @@ impl HistoryFold {
         Ok(d)
     }
 
-    /// The table as {client_order_id: record}: each record a `cls` instance made without its
-    /// `__init__`, its slots status, events, expires_ms, attempt, venue_confirmed,
-    /// cancel_requested, `_raw` (the latest event's bytes) and `_event` (None) set.
+    /// The table as {client_order_id: record} (`record` above), without removing anything.
     fn records<'py>(&self, py: Python<'py>, cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let names = [
-            pyo3::intern!(py, "status"),
-            pyo3::intern!(py, "events"),
-            pyo3::intern!(py, "expires_ms"),
-            pyo3::intern!(py, "attempt"),
-            pyo3::intern!(py, "venue_confirmed"),
-            pyo3::intern!(py, "cancel_requested"),
-            pyo3::intern!(py, "_raw"),
-            pyo3::intern!(py, "_event"),
-        ];
         let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
         let out = PyDict::new(py);
         for (id, order) in &self.orders {
-            let record = new.call1((cls,))?;
-            let values: [Bound<'py, PyAny>; 8] = [
-                self.statuses[order.status as usize].bind(py).clone(),
-                order.events.into_pyobject(py)?.into_any(),
-                order.expires_ms.into_pyobject(py)?.into_any(),
-                order.attempt.into_pyobject(py)?.into_any(),
-                pyo3::types::PyBool::new(py, order.venue_confirmed).to_owned().into_any(),
-                pyo3::types::PyBool::new(py, order.cancel_requested).to_owned().into_any(),
-                order.last.bind(py).clone().into_any(),
-                py.None().into_bound(py),
-            ];
-            for (name, value) in names.iter().zip(values.iter()) {
-                // SAFETY: all three are live objects held by this frame. The generic setter is
-                // `object.__setattr__`: it fills the slots of a frozen dataclass.
-                let rc = unsafe { pyo3::ffi::PyObject_GenericSetAttr(record.as_ptr(), name.as_ptr(), value.as_ptr()) };
-                if rc != 0 {
-                    return Err(PyErr::fetch(py));
-                }
-            }
-            out.set_item(id, record)?;
+            out.set_item(id, self.record(py, &new, cls, order)?)?;
         }
         Ok(out)
     }
+
+    /// Removes one order and returns it as a `cls` record, or None if the fold does not hold it.
+    fn take<'py>(&mut self, py: Python<'py>, client_order_id: &str, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(order) = self.orders.remove(client_order_id) else {
+            return Ok(None);
+        };
+        let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
+        self.record(py, &new, cls, &order).map(Some)
+    }
+
+    /// Removes the orders whose status is not in `settled` (indices into `statuses`) and returns
+    /// them as {client_order_id: `cls` record}.
+    fn take_unsettled<'py>(&mut self, py: Python<'py>, settled: Vec<usize>, cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let mask = settled.iter().fold(0u16, |m, &s| m | (1 << s));
+        let ids: Vec<String> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| mask & (1 << o.status) == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let new = cls.getattr(pyo3::intern!(py, "__new__"))?;
+        let out = PyDict::new(py);
+        for id in ids {
+            if let Some(order) = self.orders.remove(&id) {
+                out.set_item(&id, self.record(py, &new, cls, &order)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets an order (a newer record replaced it); true if it was held.
+    fn discard(&mut self, client_order_id: &str) -> bool {
+        self.orders.remove(client_order_id).is_some()
+    }
+
+    /// How many held orders are in each status.
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut counts = [0u64; history::STATUS_NAMES.len()];
+        for order in self.orders.values() {
+            counts[order.status as usize] += 1;
+        }
+        let d = PyDict::new(py);
+        for (status, count) in counts.iter().enumerate() {
+            if *count > 0 {
+                d.set_item(self.statuses[status].bind(py), *count)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// The ids of the held orders.
+    fn ids(&self) -> Vec<String> {
+        self.orders.keys().cloned().collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+/// The committed records of one partition's fetched record batches (`record_batch.rs`), for the
+/// differential tests against aiokafka: `(next_offset, unhandled, [(offset, value)])`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn read_record_batches<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    fetch_offset: i64,
+    aborted: Vec<(i64, i64)>,
+) -> (i64, bool, Vec<(i64, Option<Bound<'py, PyBytes>>)>) {
+    let mut out = Vec::new();
+    let read = record_batch::read(data, fetch_offset, &aborted, |record| {
+        out.push((record.offset, record.value.map(|v| PyBytes::new(py, v))));
+        true
+    });
+    (read.next_offset, read.stop == Some(record_batch::Stop::Unhandled), out)
 }
 
 #[pymodule]
@@ -596,5 +774,6 @@ fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(latency_ms, m)?)?;
     m.add_function(wrap_pyfunction!(slippage_bps, m)?)?;
     m.add_function(wrap_pyfunction!(encode_exec_event, m)?)?;
+    m.add_function(wrap_pyfunction!(read_record_batches, m)?)?;
     Ok(())
 }
