@@ -115,7 +115,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "deny it with the reason, move it onto the venue's grid, or trust it (off)",
     )
     run.add_argument("--reconcile-interval-ms", type=int, default=1000, help="re-check open orders this often")
-    run.add_argument("--max-batch", type=int, default=500, help="records per transaction")
+    run.add_argument(
+        "--max-batch",
+        type=int,
+        default=500,
+        help="records per poll (a partition merges the polls queued behind its transaction)",
+    )
     run.add_argument("--poll-timeout-ms", type=int, default=100, help="max wait for input per poll")
     run.add_argument(
         "--commit-interval-ms", type=int, default=0, help="gather a batch for up to this long (0 = one poll)"
