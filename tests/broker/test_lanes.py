@@ -4,7 +4,10 @@
 * a partition whose commit stalls does not hold back the others (fails on the loop that waited
   for every partition's commit before its next poll: the second wave never commits);
 * records fetched behind an aborted transaction are read again, in order, not skipped and not
-  repeated (fails if a lane keeps the batches queued behind the abort).
+  repeated (fails if a lane keeps the batches queued behind the abort);
+* the same when the abort falls inside a poll window that gathers several fetches
+  (`--commit-interval-ms`; fails if records are stamped with the epoch at dispatch instead of at
+  fetch: the ten records before the abort were lost, found by review).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import KafkaError
 
 from tests.broker.conftest import TopicsFactory
@@ -22,7 +27,7 @@ from tests.broker.helpers import make_worker, produce, read_records
 from tests.factories import decision_dict
 from worker.io.kafka import KafkaConfig
 from worker.io.partitioner import partition_for
-from worker.runtime.lanes import Lane
+from worker.runtime.lanes import Gathered, Lane, Lanes
 from worker.runtime.transactions import TransactionWriter
 
 
@@ -140,3 +145,61 @@ async def test_records_fetched_behind_an_aborted_transaction_are_read_again_in_o
         f"second-{i}" for i in range(10)
     ]
     assert [e["source"]["offset"] for e in events] == list(range(20))
+
+
+async def test_an_abort_inside_a_poll_window_loses_and_repeats_nothing(
+    kafka: KafkaConfig, topics_factory: TopicsFactory, tmp_path: Path, monkeypatch: Any
+) -> None:
+    topics = await topics_factory(partitions=1)
+    decisions = topics.name("decisions")
+    second_fetched, window_dispatched = asyncio.Event(), asyncio.Event()
+    aborted: list[int] = []
+
+    real_getmany = AIOKafkaConsumer.getmany
+
+    async def getmany(self: AIOKafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        out = await real_getmany(self, *args, **kwargs)
+        if any(r.offset >= 10 for rs in out.values() for r in rs):
+            second_fetched.set()
+        return out
+
+    real_fetch = Fetcher._proc_fetch_request
+    held: list[bool] = []
+
+    async def fetch(self: Fetcher, *args: Any) -> Any:
+        if aborted and not held:
+            # The re-read after the rewind comes back only once the window that gathered the
+            # records fetched before it has been handed to the lanes.
+            held.append(True)
+            await window_dispatched.wait()
+        return await real_fetch(self, *args)
+
+    real_dispatch = Lanes.dispatch
+
+    async def dispatch(self: Lanes, gathered: Gathered) -> None:
+        await real_dispatch(self, gathered)
+        if aborted:
+            window_dispatched.set()
+
+    async def abort_the_first_commit_once_the_next_records_are_in_the_window(partition: int, call: int) -> None:
+        if call != 1:
+            return
+        await produce(kafka, decisions, rows("second", "BTCUSDT", 10))
+        await asyncio.wait_for(second_fetched.wait(), 60)  # the loop holds them in its window
+        aborted.append(partition)
+        raise KafkaError("injected: the transaction failed")
+
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", getmany)
+    monkeypatch.setattr(Fetcher, "_proc_fetch_request", fetch)
+    monkeypatch.setattr(Lanes, "dispatch", dispatch)
+    watch_commits(monkeypatch, abort_the_first_commit_once_the_next_records_are_in_the_window)
+    await produce(kafka, decisions, rows("first", "BTCUSDT", 10))
+    worker = make_worker(kafka, topics, tmp_path / "outbox", commit_interval_ms=500)
+    summary = await asyncio.wait_for(worker.run(), 90)
+
+    assert aborted == [0] and held and summary.aborted == 1
+    events = [orjson.loads(v) for _, _, v in await read_records(kafka, topics.name("exec_events"))]
+    assert [e["source"]["offset"] for e in events] == list(range(20))
+    assert [e["signal_row_id"] for e in events] == [f"first-{i}" for i in range(10)] + [
+        f"second-{i}" for i in range(10)
+    ]

@@ -9,12 +9,10 @@ import asyncio
 import pytest
 from aiokafka import TopicPartition
 
-from worker.runtime.lanes import LANE_DEPTH, Lanes, Records
+from worker.runtime.lanes import LANE_DEPTH, Gathered, Lanes, Records, merged
 from worker.runtime.partition import PartitionOwner
 
 pytestmark = pytest.mark.unit
-
-TP = TopicPartition("decisions", 0)
 
 
 class Record:
@@ -22,12 +20,29 @@ class Record:
         self.offset = offset
 
 
+class Table:
+    """The order table's staged-state half: what a failing batch must roll back."""
+
+    def __init__(self) -> None:
+        self.rolled_back = 0
+
+    def rollback(self) -> None:
+        self.rolled_back += 1
+
+
 def owner(partition: int = 0) -> PartitionOwner:
-    return PartitionOwner(partition, producer=None, table=None, policy=None)  # type: ignore[arg-type]
+    return PartitionOwner(partition, producer=None, table=Table(), policy=None)  # type: ignore[arg-type]
 
 
-def records(*offsets: int) -> Records:
-    return {TP: [Record(o) for o in offsets]}
+def records(*offsets: int, partition: int = 0) -> Records:
+    return {TopicPartition("decisions", partition): [Record(o) for o in offsets]}
+
+
+def fetched(who: PartitionOwner, *offsets: int) -> Gathered:
+    """What one poll returned for `who`'s partition, stamped as the loop stamps it."""
+    gathered = Gathered()
+    gathered.add(records(*offsets, partition=who.partition), {who.partition: who})
+    return gathered
 
 
 class Recorder:
@@ -66,10 +81,10 @@ async def test_batches_queued_behind_one_in_flight_are_merged_in_fetch_order() -
     rec = Recorder()
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch([(who, records(0, 1))])
+    await lanes.dispatch(fetched(who, 0, 1))
     await rec.started.wait()
-    await lanes.dispatch([(who, records(2))])
-    await lanes.dispatch([(who, records(3, 4))])
+    await lanes.dispatch(fetched(who, 2))
+    await lanes.dispatch(fetched(who, 3, 4))
     rec.gate.set()
     await rec.processed(2)
     assert rec.calls == [(0, [0, 1]), (0, [2, 3, 4])]
@@ -80,11 +95,11 @@ async def test_batches_fetched_before_a_rewind_are_dropped_those_after_are_kept(
     rec = Recorder()
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch([(who, records(0))])
+    await lanes.dispatch(fetched(who, 0))
     await rec.started.wait()
-    await lanes.dispatch([(who, records(1))])  # fetched before the rewind
+    await lanes.dispatch(fetched(who, 1))  # fetched before the rewind
     who.epoch += 1  # what Partitions.rewind does, together with the seeks
-    await lanes.dispatch([(who, records(0, 1))])  # read again after it
+    await lanes.dispatch(fetched(who, 0, 1))  # read again after it
     rec.gate.set()
     await rec.processed(2)
     assert rec.calls == [(0, [0]), (0, [0, 1])]
@@ -96,12 +111,12 @@ async def test_a_released_owners_batches_are_never_processed_nor_handed_to_the_n
     rec = Recorder()
     lanes, old = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch([(old, records(0))])
+    await lanes.dispatch(fetched(old, 0))
     await rec.started.wait()
-    await lanes.dispatch([(old, records(1))])
+    await lanes.dispatch(fetched(old, 1))
     old.released = True
     new = owner()
-    await lanes.dispatch([(new, records(1))])  # the new owner's own fetch
+    await lanes.dispatch(fetched(new, 1))  # the new owner's own fetch
     rec.gate.set()
     await rec.processed(2)
     await lanes.close()
@@ -114,16 +129,16 @@ async def test_a_full_lane_makes_the_loop_wait_and_a_free_one_lets_it_go_on() ->
     rec = Recorder()
     lanes, slow, fast = rec.lanes(), owner(0), owner(1)
     rec.gate.clear()
-    await lanes.dispatch([(slow, records(0))])
+    await lanes.dispatch(fetched(slow, 0))
     await rec.started.wait()
     for offset in range(1, LANE_DEPTH + 1):
-        await lanes.dispatch([(slow, records(offset))])
-    blocked = asyncio.create_task(lanes.dispatch([(slow, records(LANE_DEPTH + 1))]))
+        await lanes.dispatch(fetched(slow, offset))
+    blocked = asyncio.create_task(lanes.dispatch(fetched(slow, LANE_DEPTH + 1)))
     await asyncio.sleep(0)
     assert not blocked.done()
     rec.gate.set()
     await blocked
-    await lanes.dispatch([(fast, records(0))])
+    await lanes.dispatch(fetched(fast, 0))
     await rec.processed(4)
     offsets = [o for p, os in rec.calls if p == 0 for o in os]
     assert offsets == list(range(LANE_DEPTH + 2))
@@ -136,11 +151,59 @@ async def test_a_failing_batch_stops_the_worker_and_never_blocks_the_loop() -> N
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
     rec.fail = True
-    await lanes.dispatch([(who, records(0))])
+    await lanes.dispatch(fetched(who, 0))
     await rec.started.wait()
     for offset in range(1, LANE_DEPTH + 1):
-        await lanes.dispatch([(who, records(offset))])
+        await lanes.dispatch(fetched(who, offset))
     rec.gate.set()
-    await lanes.dispatch([(who, records(99))])  # a full queue of a dead lane must not hang
+    await lanes.dispatch(fetched(who, 99))  # a full queue of a dead lane must not hang
     await lanes.close()
     assert isinstance(lanes.failure, RuntimeError) and rec.stopped == 1 and rec.calls == []
+    # Its staged state is rolled back and nothing more runs on the partition (no reconcile).
+    assert who.released and who.table.rolled_back == 1  # type: ignore[attr-defined]
+
+
+def test_a_poll_window_drops_what_it_gathered_before_a_rewind_or_a_new_owner() -> None:
+    who = owner()
+    gathered = Gathered()
+    gathered.add(records(10, 11), {0: who})  # the first fetch of a window
+    who.epoch += 1  # a lane's transaction failed meanwhile: rewound to 0
+    gathered.add(records(0, 1), {0: who})  # the same window's next fetch
+    (batch,) = gathered.batches()
+    assert (batch.epoch, [r.offset for rs in batch.records.values() for r in rs]) == (1, [0, 1])
+    assert gathered.count == 2
+    successor = owner()
+    gathered.add(records(2), {0: successor})  # revoked and taken back during the window
+    (batch,) = gathered.batches()
+    assert batch.owner is successor and [r.offset for rs in batch.records.values() for r in rs] == [2]
+    gathered.add(records(3, partition=1), {0: successor})  # no owner: left to its new owner
+    assert len(gathered.batches()) == 1 and gathered.count == 1
+
+
+def test_records_handed_out_again_are_skipped_not_processed_twice() -> None:
+    who = owner()
+    first, again = fetched(who, 5, 6, 7), fetched(who, 6, 7, 8)
+    batch = merged([*first.batches(), *again.batches()])
+    assert [r.offset for rs in batch.values() for r in rs] == [5, 6, 7, 8]
+
+
+async def test_a_chore_runs_in_the_lane_between_batches_without_the_loop_waiting() -> None:
+    rec = Recorder()
+    lanes, who = rec.lanes(), owner()
+    rec.gate.clear()
+    await lanes.dispatch(fetched(who, 0))
+    await rec.started.wait()
+    ran: list[int] = []
+
+    async def reconcile(owner: PartitionOwner) -> int:
+        ran.append(len(rec.calls))  # how many batches were done when it ran
+        return 0
+
+    lanes.request(who, reconcile)  # returns at once: the batch in flight is not waited for
+    lanes.request(who, reconcile)  # asked twice before it ran: runs once
+    await lanes.dispatch(fetched(who, 1))
+    assert ran == []
+    rec.gate.set()
+    await rec.processed(2)
+    assert ran == [1] and lanes.idle()
+    await lanes.close()

@@ -7,10 +7,11 @@ fetching for every partition; batches that queued up during a transaction are me
 next one, so load makes transactions larger, not queues longer.
 
 Order and exactly-once: one lane per owner, one transaction at a time, under the owner's `busy`
-lock (which reconcile and release also take). A batch carries the owner's epoch from the moment
-it was fetched; a rewind (an aborted transaction) bumps the epoch and seeks the consumer back to
-the committed offsets, so the batches fetched before it are dropped here, not processed twice or
-out of order. A released owner's lane drops whatever it still holds.
+lock (which release also takes; the timed reconcile runs in the lane, between batches). Records
+carry the owner and epoch of the `getmany` that returned them (`Gathered`); a rewind (an aborted
+transaction) bumps the epoch and seeks the consumer back to the committed offsets, so records
+fetched before it are dropped, never processed twice or out of order, also when a poll window
+gathers several fetches. A released owner's lane drops whatever it still holds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -37,18 +38,63 @@ Records: TypeAlias = dict[TopicPartition, list[Record]]
 LANE_DEPTH = 4
 
 
+Chore: TypeAlias = Callable[[PartitionOwner], Awaitable[object]]
+
+
 @dataclass(frozen=True)
 class Batch:
-    epoch: int  # the owner's epoch when the records were fetched
+    owner: PartitionOwner  # the owner and its epoch when the records were fetched
+    epoch: int
     records: Records
 
 
+class Gathered:
+    """One poll window's records per partition, stamped with the owner and epoch current when
+    each `getmany` returned them (taken with no await in between). If a partition's owner or epoch
+    moves during the window (a rewind, a rebalance), what was gathered before was fetched before
+    the move: it is dropped, the consumer reads it again."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, Batch] = {}
+        self.count = 0
+
+    def add(self, fetched: Records, owners: Mapping[int, PartitionOwner]) -> None:
+        for tp, records in fetched.items():
+            owner = owners.get(tp.partition)
+            if owner is None:
+                continue  # revoked while the fetch was in flight; the new owner reads it
+            held = self._parts.get(tp.partition)
+            if held is None or held.owner is not owner or held.epoch != owner.epoch:
+                if held is not None:
+                    self.count -= sum(len(rs) for rs in held.records.values())
+                held = self._parts[tp.partition] = Batch(owner, owner.epoch, {})
+            held.records.setdefault(tp, []).extend(records)
+            self.count += len(records)
+
+    def batches(self) -> list[Batch]:
+        return [self._parts[p] for p in sorted(self._parts)]
+
+
 def merged(batches: list[Batch]) -> Records:
-    """Consecutive batches of one partition as one: per topic-partition, in fetch order."""
+    """Consecutive batches of one partition as one: per topic-partition, in fetch order.
+
+    A record at or below one already in the batch is a copy handed out again (aiokafka can do so
+    around a seek; a rewind's are dropped by epoch before this): skipped, never processed twice.
+    """
     out: Records = {}
     for batch in batches:
         for tp, records in batch.records.items():
-            out.setdefault(tp, []).extend(records)
+            kept = out.setdefault(tp, [])
+            if not records:
+                continue
+            if not kept or records[0].offset > kept[-1].offset:
+                kept.extend(records)  # a fetch's records increase: the common case
+                continue
+            for record in records:
+                if kept and record.offset <= kept[-1].offset:
+                    log.warning("%s[%d]: offset %d handed out again; skipped", tp.topic, tp.partition, record.offset)
+                    continue
+                kept.append(record)
     return out
 
 
@@ -66,12 +112,19 @@ class Lane:
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._chore: Chore | None = None
         self._working = False
         self._closed = False
         self.task = asyncio.create_task(self._run(), name=f"lane-p{owner.partition}")
 
     def idle(self) -> bool:
-        return not self._queue and not self._working
+        return not self._queue and self._chore is None and not self._working
+
+    def request(self, chore: Chore) -> None:
+        """Runs `chore(owner)` under `busy` before the next batch (once, however often asked)."""
+        if not self._closed and self._chore is None:
+            self._chore = chore
+            self._queued.set()
 
     @property
     def queued(self) -> int:
@@ -104,19 +157,26 @@ class Lane:
             await self._queued.wait()
             if self._closed:
                 return
-            batches = list(self._queue)
+            batches, chore = list(self._queue), self._chore
             self._queue.clear()
+            self._chore = None
             self._queued.clear()
             self._room.set()
             self._working = True
             try:
                 async with owner.busy:
+                    if chore is not None and not owner.released and not self._closed:
+                        await chore(owner)
                     # Fetched before a rewind: the consumer reads these records again.
                     current = [batch for batch in batches if batch.epoch == owner.epoch]
                     if current and not owner.released and not self._closed:
                         await self._process(owner, merged(current))
             except Exception as exc:
                 log.exception("partition %d: batch failed", owner.partition)
+                # Its staged state never reached Kafka: nothing may commit it, and nothing more
+                # runs on the partition; the worker stops (a supervisor restarts it).
+                owner.table.rollback()
+                owner.released = True
                 self.close()  # a loop waiting to queue more must not wait for a dead lane
                 self._on_error(exc)
                 return
@@ -144,18 +204,24 @@ class Lanes:
     def idle(self) -> bool:
         return all(lane.idle() for lane in self._lanes.values())
 
-    async def dispatch(self, owned: list[tuple[PartitionOwner, Records]]) -> None:
-        """Hands each owner its records; the epochs are taken before the first wait, i.e. as of
-        the fetch that returned them."""
-        batches = [(owner, Batch(owner.epoch, records)) for owner, records in owned]
+    async def dispatch(self, gathered: Gathered) -> None:
+        """Hands each partition's records to its owner's lane (as stamped when fetched)."""
         self._retire_released()
-        for owner, batch in batches:
-            lane = self._lanes.get(owner.partition)
-            if lane is None or lane.owner is not owner:
-                if lane is not None:
-                    self._retire(lane)
-                lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed)
-            await lane.put(batch)
+        for batch in gathered.batches():
+            await self._lane(batch.owner).put(batch)
+
+    def request(self, owner: PartitionOwner, chore: Chore) -> None:
+        """`chore(owner)` in the owner's lane, between its batches (a lane for it if none)."""
+        if not owner.released:
+            self._lane(owner).request(chore)
+
+    def _lane(self, owner: PartitionOwner) -> Lane:
+        lane = self._lanes.get(owner.partition)
+        if lane is None or lane.owner is not owner:
+            if lane is not None:
+                self._retire(lane)
+            lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed)
+        return lane
 
     def _retire_released(self) -> None:
         for partition, lane in list(self._lanes.items()):

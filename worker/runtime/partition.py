@@ -219,13 +219,14 @@ class Partitions:
 
     async def drop_fenced(self, owner: PartitionOwner) -> None:
         """A newer owner fenced our producer: the partition is not ours any more. Called from
-        within the owner's batch (which holds `busy`)."""
+        within the owner's batch (which holds `busy`). The outbox queue is drained by the revoke
+        that follows (`release`), or by a later takeover of the partition (`_acquire`): draining
+        here too would race the revoke's drain of the same partition."""
         log.error("partition %d: fenced by a newer owner; dropping it", owner.partition)
         owner.table.rollback()
         owner.released = True
         self.owners.pop(owner.partition, None)
         await owner.producer.stop()
-        await self.history.mirror.drain(owner.partition)
 
     def rewind(self, owner: PartitionOwner) -> None:
         """After an aborted transaction: staged state dropped, every input of the partition back

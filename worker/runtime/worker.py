@@ -33,7 +33,7 @@ from worker.io.partitioner import InputRouting
 from worker.io.topics import TopicsFile, codec_for
 from worker.runtime.accounting import Accounting
 from worker.runtime.control import ControlFeed
-from worker.runtime.lanes import Lanes, Records
+from worker.runtime.lanes import Gathered, Lanes, Records
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.mirror import OutboxMirror
 from worker.runtime.orderlog import OrderLog
@@ -109,12 +109,12 @@ class ExecWorker:
         self.partitions.consumer = consumer
         try:
             while not self._stop.is_set():
-                batches = await self._poll(consumer)
-                if batches:
-                    await self._dispatch(batches)
-                await self._maybe_reconcile()
+                gathered = await self._poll(consumer)
+                if gathered.count:
+                    await self.lanes.dispatch(gathered)
+                self._maybe_reconcile()
                 await self._maybe_report_lag(consumer)
-                if not batches and self.settings.until_drained and await self._drained(consumer):
+                if not gathered.count and self.settings.until_drained and await self._drained(consumer):
                     break
         finally:
             await self.lanes.close()  # the transactions in flight finish; nothing queued is used
@@ -131,24 +131,23 @@ class ExecWorker:
             raise TakeoverFailed(f"partition takeover failed: {fatal}") from fatal
         return self.summary
 
-    async def _poll(self, consumer: AIOKafkaConsumer) -> Records:
+    async def _poll(self, consumer: AIOKafkaConsumer) -> Gathered:
         """One batch: up to `max_batch` records, gathered for at most `commit_interval_ms`.
 
         With the default interval of 0 a batch is whatever one fetch returned (lowest latency);
-        a longer interval fills batches under light load, so fewer, larger transactions.
+        a longer interval fills batches under light load, so fewer, larger transactions. Each
+        fetch's records are stamped with their owner and epoch as it returns (`Gathered`).
         """
-        limit = self.settings.max_batch
-        batches: Records = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=limit)
-        if not batches or self.settings.commit_interval_ms <= 0:
-            return batches
+        limit, owners = self.settings.max_batch, self.partitions.owners
+        gathered = Gathered()
+        gathered.add(await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=limit), owners)
+        if not gathered.count or self.settings.commit_interval_ms <= 0:
+            return gathered
         deadline = time.monotonic() + self.settings.commit_interval_ms / 1000
-        count = sum(len(records) for records in batches.values())
-        while count < limit and (left := deadline - time.monotonic()) > 0:
-            more = await consumer.getmany(timeout_ms=int(left * 1000) + 1, max_records=limit - count)
-            for tp, records in more.items():
-                batches.setdefault(tp, []).extend(records)
-                count += len(records)
-        return batches
+        while gathered.count < limit and (left := deadline - time.monotonic()) > 0:
+            more = await consumer.getmany(timeout_ms=int(left * 1000) + 1, max_records=limit - gathered.count)
+            gathered.add(more, owners)
+        return gathered
 
     async def _maybe_report_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Updates `executor_consumer_lag` every few seconds (one ListOffsets round trip)."""
@@ -162,8 +161,9 @@ class ExecWorker:
         self.metrics.in_flight.set(sum(1 for table in tables for r in table.open_orders() if r.in_flight))
         self.metrics.observe_venue(self.engine.executor)
 
-    async def _maybe_reconcile(self) -> None:
-        """Every `reconcile_interval_ms`, settle resting and unknown-outcome orders with the venue."""
+    def _maybe_reconcile(self) -> None:
+        """Every `reconcile_interval_ms`, settle resting and unknown-outcome orders with the venue:
+        in each partition's lane, after its batch in flight (the loop never waits for it)."""
         if not self.engine.executor.requires_intent:
             return
         now = time.monotonic()
@@ -171,9 +171,7 @@ class ExecWorker:
             return
         self._last_reconcile = now
         for owner in list(self.partitions.owners.values()):
-            async with owner.busy:  # after the batch in flight, before the next
-                if not owner.released:
-                    await self.reconcile(owner)
+            self.lanes.request(owner, self.reconcile)
 
     def in_flight(self) -> int:
         """Orders whose fate at the venue is not known yet, and cancels not yet confirmed."""
@@ -200,15 +198,6 @@ class ExecWorker:
         return behind == 0 and self.lanes.idle() and self.in_flight() == 0
 
     # -- the hot path ---------------------------------------------------------------------------
-
-    async def _dispatch(self, batches: Records) -> None:
-        """Each owned partition's records to its lane; records of a partition revoked while the
-        fetch was in flight are left to its new owner."""
-        by_partition: dict[int, Records] = {}
-        for tp, records in batches.items():
-            by_partition.setdefault(tp.partition, {})[tp] = records
-        owners = self.partitions.owners
-        await self.lanes.dispatch([(owners[p], parts) for p, parts in sorted(by_partition.items()) if p in owners])
 
     async def _process_partition(self, owner: PartitionOwner, batches: Records) -> None:
         """One transaction of a partition (its lane holds `owner.busy`)."""
