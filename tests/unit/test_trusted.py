@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from worker.contract.enums import OrderStatus
 from worker.contract.orders import ExecResult, SourceRef
-from worker.contract.trusted import trusted
+from worker.contract.trusted import trusted, trusted_fields
 
 
 def test_trusted_builds_what_validation_builds() -> None:
@@ -40,3 +40,13 @@ def test_a_default_factory_model_is_refused() -> None:
 
     with pytest.raises(TypeError, match="default_factory"):
         trusted(WithFactory)
+
+
+def test_trusted_fields_takes_every_field_in_declared_order() -> None:
+    given = {"topic": "a", "partition": 0, "offset": 1}
+    built = trusted_fields(SourceRef, dict(given))
+    assert built == SourceRef(**given) and built.model_fields_set == set(given)
+    with pytest.raises(TypeError, match="in order"):
+        trusted_fields(SourceRef, {"partition": 0, "topic": "a", "offset": 1})
+    with pytest.raises(TypeError, match="in order"):
+        trusted_fields(SourceRef, {"topic": "a", "partition": 0})
