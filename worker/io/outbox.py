@@ -14,7 +14,8 @@ A *stream* is one exec-events partition (`{topic}-{partition}`, or `replay` for 
 events arrive in order and its watermark is the highest `event_ts_ms` published on it. A minute
 collects its lines in an open file (replaced whole: `spool/*.part`, fsync, rename) until the
 watermark passes the minute's end plus the grace period; then the open file is renamed into
-`ready/` and never touched again. Lines of a minute that arrive after it was published go to a
+`ready/` and never touched again (a minute already due when its first lines arrive is written and
+renamed into `ready/` directly). Lines of a minute that arrive after it was published go to a
 new open file of that minute, published as the next numbered segment beside it
 (`exec_..._HHMM.1.jsonl`, `.2`, ...); the first keeps the plain name. Draining a stream (a
 revoke, a shutdown, the end of a replay) publishes all its open minutes. The rule for readers
