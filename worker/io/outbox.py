@@ -33,13 +33,13 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+import execcore
 import orjson
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -54,7 +54,7 @@ _MINUTE_MS = 60_000
 # Windows) usually succeeds within a few hundred ms; 8 tries with 10..500 ms backoff spans ~2 s.
 _RENAME_ATTEMPTS = 8
 _EVENT_ID_PREFIX = b'{"event_id":"'
-# Parallel fsyncs of one publish; 8 covers a batch's typical spread of files per symbol.
+# Parallel writes and fsyncs of one publish; 8 covers a batch's typical spread of files per symbol.
 _FSYNC_THREADS = 8
 _FILE_NAME = re.compile(r"^exec_(\d{8}_\d{4})(?:\.(\d+))?\.jsonl$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -139,7 +139,6 @@ class Outbox:
         self._open_index: dict[str, set[Path]] = {}
         self._watermarks: dict[str, int] = {}
         self._dirs: set[str] = set()  # directories known to exist (made by this process)
-        self._fsync_pool = ThreadPoolExecutor(max_workers=_FSYNC_THREADS, thread_name_prefix="outbox-fsync")
         self._rename = Retrying(
             retry=retry_if_exception_type(PermissionError),
             stop=stop_after_attempt(_RENAME_ATTEMPTS),
@@ -232,15 +231,7 @@ class Outbox:
                 self._make_dir(os.path.dirname(target))
                 staged.append((os.path.join(self.spool, f"{symbol}.{name}.{pid}.part"), target, content))
                 written += fresh
-            # Written and fsync'ed in the pool, a few files per task (fsync releases the GIL and
-            # the device serves several at once: rounds of parallel fsyncs instead of one after
-            # another; a task per file cost more in futures than the small files' writes).
-            chunks = [staged[i::_FSYNC_THREADS] for i in range(min(_FSYNC_THREADS, len(staged)))]
-            list(self._fsync_pool.map(_write_synced, chunks))
-            for part, target, _ in staged:
-                self._replace(part, target)
-            for directory in {os.path.dirname(target) for _, target, _ in staged}:
-                _fsync_dir(directory)
+            self._write_round(staged)
             return written
 
     def _published_ids(self, relpath: Path) -> set[str]:
@@ -306,6 +297,24 @@ class Outbox:
         if not base.exists():
             return base
         return self.ready / segment_relpath(relpath, len(self._segments(relpath)) + 1)
+
+    def _write_round(self, staged: list[tuple[str, str, bytes]]) -> None:
+        """Every (part, target, content): written and fsync'ed together, renamed onto its target,
+        then the targets' directories fsync'ed. One compiled call that holds no GIL
+        (`execcore.write_files`: the writes and fsyncs run in parallel, as the device serves
+        several at once); a rename refused with PermissionError (an indexer or antivirus holding
+        a handle, on Windows) is retried here, and the rest after it."""
+        if not staged:
+            return
+        directories = sorted({os.path.dirname(target) for _, target, _ in staged})
+        if sys.platform == "win32":
+            directories = []  # directories cannot be opened for fsync on Windows (see _fsync_dir)
+        done = execcore.write_files(staged, directories, _FSYNC_THREADS)
+        if done < len(staged):
+            for part, target, _ in staged[done:]:
+                self._rename(os.replace, part, target)
+            for directory in directories:
+                _fsync_dir(directory)
 
     def _make_dir(self, directory: str | Path) -> None:
         """`mkdir -p`, once per directory and process (directories are never removed)."""
@@ -421,17 +430,6 @@ def _fresh_lines(seen: set[str], lines: list[OutboxLine]) -> tuple[bytes, int]:
         return b"", 0
     fresh.append(b"")
     return b"\n".join(fresh), len(fresh) - 1
-
-
-def _write_synced(files: list[tuple[str, str, bytes]]) -> None:
-    """Writes and fsyncs each (part, target, content)'s part file."""
-    for part, _, content in files:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _fsync_dir(directory: str | Path) -> None:
