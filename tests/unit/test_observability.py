@@ -333,3 +333,15 @@ def test_refused_cancels_and_amends_are_failures_with_bounded_labels() -> None:
     assert reason_label(refused.reason) == "cancel_refused"
     assert reason_label("not_at_venue_after_3_attempts") == "not_at_venue_after"
     assert reason_label("unknown_outcome:ServerDisconnectedError after sending") == "unknown_outcome"
+
+
+def test_an_order_log_switched_off_still_follows_intents() -> None:
+    order_log, capture = captured_log(sample_pass=1.0)
+    capture_logger = order_log._logger
+    capture_logger.setLevel(logging.WARNING)  # off: nothing is built or logged ...
+    order_log.committed([event("o", 1, OrderStatus.SUBMITTED, sent_ts_ms=1000)])
+    assert capture.records == []
+    capture_logger.setLevel(logging.INFO)  # ... but the intent was remembered: its answer is the decision
+    order_log.committed([event("o", 2, OrderStatus.ACCEPTED, sent_ts_ms=1000, ack_ts_ms=1007)])
+    order_log.committed([event("o", 3, OrderStatus.FILLED, sent_ts_ms=1000, ack_ts_ms=9000)])
+    assert [r.fields["status"] for r in capture.records] == ["ACCEPTED"]  # type: ignore[attr-defined]

@@ -180,3 +180,31 @@ def test_lines_whose_event_id_is_not_the_first_field_are_deduplicated_too(tmp_pa
     assert outbox.publish([intent], "s") == 0  # and the published one
     with pytest.raises(ValueError, match="no event_id"):
         event_id_of(b'{"symbol":"BTCUSDT"}')
+
+
+def test_a_rename_the_compiled_round_could_not_do_is_retried_with_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`execcore.write_files` stops at a rename refused with PermissionError (Windows: a handle
+    held by an indexer) and says how many it did; the outbox renames that one and the rest."""
+    import execcore
+
+    from worker.io import outbox as outbox_module
+
+    real = execcore.write_files
+
+    def first_rename_only(files: list[tuple[str, str, bytes]], directories: list[str], threads: int) -> int:
+        for part, _, content in files:
+            Path(part).write_bytes(content)
+        os.replace(files[0][0], files[0][1])
+        return 1
+
+    monkeypatch.setattr(outbox_module.execcore, "write_files", first_rename_only)
+    outbox = Outbox(tmp_path, grace_ms=0)
+    lines = [line(f"m{n}.1", ts=MINUTE + n * 60_000) for n in range(4)]
+    assert outbox.publish([*lines, line("late.1", ts=MINUTE + 10 * 60_000)], "s") == 5
+    monkeypatch.setattr(outbox_module.execcore, "write_files", real)
+    assert len(outbox.ready_files()) == 4  # the four due minutes, straight to ready/
+    assert outbox.leftover_parts() == []
+    outbox.drain("s")
+    assert sorted(event_id_of(r) for r in outbox.iter_lines()) == sorted(["late.1", *(f"m{n}.1" for n in range(4))])

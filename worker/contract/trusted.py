@@ -16,10 +16,39 @@ from pydantic import BaseModel
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
-# Per model: the defaults of its optional fields (immutable values only: None, Decimal, enums)
-# and its field names in declared order. Cached: `model_fields` is a computed class property,
-# itself ~1 us.
-_SHAPES: dict[type[BaseModel], tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+class _Missing:
+    """Stands for a required field in a model's template until a value replaces it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+class _Shape:
+    """Per model: a template of its fields in declared order (optional fields at their
+    defaults, immutable values only: None, Decimal, enums; required ones `_MISSING`), and the
+    names of the required ones. Cached: `model_fields` is a computed class property, itself ~1 us."""
+
+    __slots__ = ("names", "required", "size", "template")
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        if any(info.default_factory is not None for info in model.model_fields.values()):
+            # A factory's value is built per instance; sharing one would alias mutable state.
+            raise TypeError(f"{model.__name__} has a default_factory field; build it with {model.__name__}(...)")
+        fields = model.model_fields
+        self.template = {name: _MISSING if info.is_required() else info.get_default() for name, info in fields.items()}
+        self.required = frozenset(name for name, info in fields.items() if info.is_required())
+        self.size = len(fields)
+        self.names = tuple(fields)
+
+
+_SHAPES: dict[type[BaseModel], _Shape] = {}
+_set = object.__setattr__
 
 
 def trusted(model: type[ModelT], /, **values: Any) -> ModelT:
@@ -30,31 +59,40 @@ def trusted(model: type[ModelT], /, **values: Any) -> ModelT:
     """
     shape = _SHAPES.get(model)
     if shape is None:
-        shape = _SHAPES[model] = (_defaults_of(model), tuple(model.model_fields))
-    defaults, names = shape
-    fields, unknown_given = values, False
-    if defaults:
-        # In declared order: the serializer writes `__dict__` in its order, and canonical JSON
-        # (the outbox's dedupe, replay digests) starts with the first declared field.
-        merged = {**defaults, **values}
-        fields = {name: merged[name] for name in names if name in merged}
-        unknown_given = len(fields) != len(merged)
-    if unknown_given or len(fields) != len(names):
-        fields = {**defaults, **values}
-        missing = sorted(set(model.model_fields) - set(fields))
-        unknown = sorted(set(fields) - set(model.model_fields))
+        shape = _SHAPES[model] = _Shape(model)
+    # In declared order: updating a copy of the template keeps each field's position (the
+    # serializer writes `__dict__` in its order, and canonical JSON, the outbox's dedupe and
+    # replay digests start with the first declared field). Two C-level dict operations.
+    fields = shape.template.copy()
+    fields.update(values)
+    if len(fields) != shape.size or not shape.required <= values.keys():
+        missing = sorted(shape.required - values.keys())
+        unknown = sorted(set(values) - set(shape.template))
         raise TypeError(f"{model.__name__}: missing fields {missing}, unknown fields {unknown}")
     instance = model.__new__(model)
     # What BaseModel.model_construct sets, without its per-field loop (3x cheaper here).
-    object.__setattr__(instance, "__dict__", fields)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(values))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
     return instance
 
 
-def _defaults_of(model: type[BaseModel]) -> dict[str, Any]:
-    if any(info.default_factory is not None for info in model.model_fields.values()):
-        # A factory's value is built per instance; sharing one would alias mutable state.
-        raise TypeError(f"{model.__name__} has a default_factory field; build it with {model.__name__}(...)")
-    return {name: info.get_default() for name, info in model.model_fields.items() if not info.is_required()}
+def trusted_fields(model: type[ModelT], fields: dict[str, Any], /) -> ModelT:
+    """`trusted` for a call site that writes every field itself, in declared order, as a dict
+    display (cheaper than keyword arguments merged into a template: the hot path's events).
+
+    Every field counts as set. A dict with a field missing, unknown or out of order is a bug and
+    raises TypeError, as `trusted` does.
+    """
+    shape = _SHAPES.get(model)
+    if shape is None:
+        shape = _SHAPES[model] = _Shape(model)
+    if tuple(fields) != shape.names:
+        raise TypeError(f"{model.__name__}: fields {list(fields)} are not its fields {list(shape.names)} in order")
+    instance = model.__new__(model)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(shape.names))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance

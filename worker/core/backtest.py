@@ -36,7 +36,7 @@ from decimal import Decimal
 
 from worker.contract.enums import ExecutorKind, OrderStatus, Side
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx
-from worker.contract.trusted import trusted
+from worker.contract.trusted import trusted, trusted_fields
 from worker.core.fills import DepthFill, FillModel, ImmediateFill, Quote
 from worker.core.latency import LatencyModel
 from worker.core.market import MarketView
@@ -156,16 +156,19 @@ class BacktestExecutor:
             )
             self._orders[order.client_order_id] = resting
             self._open.setdefault(order.symbol, {})[order.client_order_id] = resting
-        return trusted(
+        return trusted_fields(
             ExecResult,
-            status=fill.status,
-            reason=fill.reason,
-            exchange_order_id=None if fill.status is OrderStatus.REJECTED else f"bt-{order.client_order_id}",
-            px_sent=order.px,
-            px_fill=fill.px_fill,
-            qty_filled=fill.qty_filled,
-            sent_ts_ms=sent_ts_ms,
-            ack_ts_ms=ack_ts_ms,
+            {
+                "status": fill.status,
+                "reason": fill.reason,
+                "exchange_order_id": None if fill.status is OrderStatus.REJECTED else f"bt-{order.client_order_id}",
+                "px_sent": order.px,
+                "px_fill": fill.px_fill,
+                "qty_filled": fill.qty_filled,
+                "sent_ts_ms": sent_ts_ms,
+                "ack_ts_ms": ack_ts_ms,
+                "round_trip_ms": None,
+            },
         )
 
     def fills_until(self, until_ms: int | None) -> list[tuple[str, ExecResult]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from worker.codec.errors import DecodeError, ErrorClass
 from worker.contract.events import DlqRecord, ExecEvent
 from worker.contract.orders import SourceRef
+from worker.contract.trusted import trusted_fields
 from worker.core.dlq import InputRecord, dlq_record
 from worker.core.engine import ExecutionEngine, Prepared
 from worker.core.intake import Intake
@@ -50,7 +51,10 @@ def plan_batch(
             if decision is None:
                 plan.dropped.append("signal_no_action")  # below the mode's Z: recorded, not traded
                 continue
-            source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+            # The record's coordinates, as read from Kafka: not validated again (contract.trusted).
+            source = trusted_fields(
+                SourceRef, {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+            )
             prepared = engine.prepare(table, decision, source)
         except DecodeError as exc:
             plan.dead.append(dlq_record(record, exc))

@@ -25,7 +25,7 @@ from worker.contract.executor import IExecutor
 from worker.contract.messages import Decision
 from worker.contract.orders import AmendResult, CancelResult, ExecResult, OrderCtx, SourceRef
 from worker.contract.state_machine import IllegalTransition, is_terminal
-from worker.contract.trusted import trusted
+from worker.contract.trusted import trusted, trusted_fields
 from worker.core.order_table import OrderTable
 from worker.core.slippage import slippage_bps
 from worker.core.venue_filters import GridPolicy, check_decision
@@ -37,6 +37,8 @@ from worker.policy.pretrade import PreTradePolicy
 from worker.policy.rounding import PriceRounding, RoundingError, align_order
 
 _ZERO = Decimal(0)
+# An event that records no venue request (backtests, denials): its intent fields stay unset.
+_NO_REQUEST = {"recv_window_ms": None, "attempt": None, "order_type": None, "tif": None}
 # Binance's default recvWindow; a venue executor may set its own (`recv_window_ms`).
 DEFAULT_RECV_WINDOW_MS = 5_000
 log = logging.getLogger(__name__)
@@ -142,31 +144,37 @@ class ExecutionEngine:
             return Prepared(events=self._emit(book, event))
 
         # Built from validated values with exact arithmetic: not validated again (contract.trusted).
-        order = trusted(
+        order = trusted_fields(
             OrderCtx,
-            client_order_id=coid,
-            signal_row_id=decision.signal_row_id,
-            symbol=decision.symbol,
-            side=decision.side,
-            order_type=decision.order_type,
-            tif=decision.tif,
-            qty=rounded.qty,
-            px=rounded.px,
-            px_intent=decision.px,
-            qty_intent=decision.qty,
-            rounding_applied=rounded.rounding_applied,
-            rounding_diff=rounded.rounding_diff,
-            tick_size=decision.tick_size,
-            step_size=decision.step_size,
-            min_notional=decision.min_notional,
-            costs_bps=decision.costs_bps,
-            ts_ms=decision.ts_ms,
-            event_ts_ms=decision.event_ts_ms,
-            regime=decision.regime,
-            scenario=decision.scenario,
-            mode=mode,
-            source=source,
-            observed=verdict.gate.observed or None,  # rules in `observe` that would have stopped it
+            {
+                "client_order_id": coid,
+                "signal_row_id": decision.signal_row_id,
+                "symbol": decision.symbol,
+                "side": decision.side,
+                "order_type": decision.order_type,
+                "tif": decision.tif,
+                "qty": rounded.qty,
+                "px": rounded.px,
+                "px_intent": decision.px,
+                "qty_intent": decision.qty,
+                "rounding_applied": rounded.rounding_applied,
+                "rounding_diff": rounded.rounding_diff,
+                "tick_size": decision.tick_size,
+                "step_size": decision.step_size,
+                "min_notional": decision.min_notional,
+                "costs_bps": decision.costs_bps,
+                "ts_ms": decision.ts_ms,
+                "event_ts_ms": decision.event_ts_ms,
+                "regime": decision.regime,
+                "scenario": decision.scenario,
+                "mode": mode,
+                "source": source,
+                "sent_ts_ms": None,
+                "recv_window_ms": None,
+                "attempt": 1,
+                # Rules in `observe` that would have stopped it.
+                "observed": verdict.gate.observed or None,
+            },
         )
         if not self.executor.requires_intent:
             return Prepared(order=order)
@@ -406,64 +414,73 @@ class ExecutionEngine:
         reason: str | None,
         mode: str,
     ) -> ExecEvent:
-        return trusted(
+        return trusted_fields(
             ExecEvent,
-            event_id=event_id(coid, 1),
-            client_order_id=coid,
-            signal_row_id=decision.signal_row_id,
-            symbol=decision.symbol,
-            side=decision.side,
-            qty=decision.qty,
-            px_intent=decision.px,
-            px_sent=None,
-            px_fill=None,
-            qty_filled=_ZERO,
-            rounding_applied=False,
-            rounding_diff=_ZERO,
-            slippage_bps=None,
-            exchange_order_id=None,
-            status=status,
-            reason=reason,
-            sent_ts_ms=None,
-            ack_ts_ms=None,
-            event_ts_ms=decision.event_ts_ms,
-            latency_ms=None,
-            executor=self.executor.name,
-            mode=mode,
-            scenario=decision.scenario,
-            source=source,
+            {
+                "event_id": event_id(coid, 1),
+                "client_order_id": coid,
+                "signal_row_id": decision.signal_row_id,
+                "symbol": decision.symbol,
+                "side": decision.side,
+                "qty": decision.qty,
+                "px_intent": decision.px,
+                "px_sent": None,
+                "px_fill": None,
+                "qty_filled": _ZERO,
+                "rounding_applied": False,
+                "rounding_diff": _ZERO,
+                "slippage_bps": None,
+                "exchange_order_id": None,
+                "status": status,
+                "reason": reason,
+                "sent_ts_ms": None,
+                "ack_ts_ms": None,
+                "event_ts_ms": decision.event_ts_ms,
+                "latency_ms": None,
+                "executor": self.executor.name,
+                "mode": mode,
+                "scenario": decision.scenario,
+                "source": source,
+                **_NO_REQUEST,
+                "observed": None,
+            },
         )
 
     def _sent(self, book: OrderTable, order: OrderCtx, result: ExecResult) -> ExecEvent:
         # Slippage is measured against the upstream intent, so the rounding move is included.
         record = book.get(order.client_order_id)
-        return trusted(
+        px_fill = result.px_fill
+        sent, ack = result.sent_ts_ms, result.ack_ts_ms
+        return trusted_fields(
             ExecEvent,
-            event_id=event_id(order.client_order_id, record.events + 1 if record else 1),
-            client_order_id=order.client_order_id,
-            signal_row_id=order.signal_row_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=order.qty,
-            px_intent=order.px_intent,
-            px_sent=result.px_sent if result.px_sent is not None else order.px,
-            px_fill=result.px_fill,
-            qty_filled=result.qty_filled,
-            rounding_applied=order.rounding_applied,
-            rounding_diff=order.rounding_diff,
-            slippage_bps=slippage_bps(order.side, order.px_intent, result.px_fill),
-            exchange_order_id=result.exchange_order_id,
-            status=result.status,
-            reason=result.reason,
-            sent_ts_ms=result.sent_ts_ms,
-            ack_ts_ms=result.ack_ts_ms,
-            event_ts_ms=order.event_ts_ms,
-            latency_ms=result.latency_ms,
-            executor=self.executor.name,
-            mode=order.mode,
-            scenario=order.scenario,
-            source=order.source,
-            observed=order.observed,
+            {
+                "event_id": event_id(order.client_order_id, record.events + 1 if record else 1),
+                "client_order_id": order.client_order_id,
+                "signal_row_id": order.signal_row_id,
+                "symbol": order.symbol,
+                "side": order.side,
+                "qty": order.qty,
+                "px_intent": order.px_intent,
+                "px_sent": result.px_sent if result.px_sent is not None else order.px,
+                "px_fill": px_fill,
+                "qty_filled": result.qty_filled,
+                "rounding_applied": order.rounding_applied,
+                "rounding_diff": order.rounding_diff,
+                "slippage_bps": None if px_fill is None else slippage_bps(order.side, order.px_intent, px_fill),
+                "exchange_order_id": result.exchange_order_id,
+                "status": result.status,
+                "reason": result.reason,
+                "sent_ts_ms": sent,
+                "ack_ts_ms": ack,
+                "event_ts_ms": order.event_ts_ms,
+                "latency_ms": None if sent is None or ack is None else ack - sent,
+                "executor": self.executor.name,
+                "mode": order.mode,
+                "scenario": order.scenario,
+                "source": order.source,
+                **_NO_REQUEST,
+                "observed": order.observed,
+            },
         )
 
 

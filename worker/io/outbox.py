@@ -14,7 +14,8 @@ A *stream* is one exec-events partition (`{topic}-{partition}`, or `replay` for 
 events arrive in order and its watermark is the highest `event_ts_ms` published on it. A minute
 collects its lines in an open file (replaced whole: `spool/*.part`, fsync, rename) until the
 watermark passes the minute's end plus the grace period; then the open file is renamed into
-`ready/` and never touched again. Lines of a minute that arrive after it was published go to a
+`ready/` and never touched again (a minute already due when its first lines arrive is written and
+renamed into `ready/` directly). Lines of a minute that arrive after it was published go to a
 new open file of that minute, published as the next numbered segment beside it
 (`exec_..._HHMM.1.jsonl`, `.2`, ...); the first keeps the plain name. Draining a stream (a
 revoke, a shutdown, the end of a replay) publishes all its open minutes. The rule for readers
@@ -32,12 +33,13 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
+import execcore
 import orjson
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -52,6 +54,8 @@ _MINUTE_MS = 60_000
 # Windows) usually succeeds within a few hundred ms; 8 tries with 10..500 ms backoff spans ~2 s.
 _RENAME_ATTEMPTS = 8
 _EVENT_ID_PREFIX = b'{"event_id":"'
+# Parallel writes and fsyncs of one publish; 8 covers a batch's typical spread of files per symbol.
+_FSYNC_THREADS = 8
 _FILE_NAME = re.compile(r"^exec_(\d{8}_\d{4})(?:\.(\d+))?\.jsonl$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
@@ -65,8 +69,15 @@ class OutboxLine:
 
 
 def ready_relpath(symbol: str, event_ts_ms: int) -> Path:
-    minute = datetime.fromtimestamp(event_ts_ms / 1000, tz=UTC).strftime("%Y%m%d_%H%M")
-    return Path(EXEC_EVENTS_DIR) / symbol / f"exec_{minute}.jsonl"
+    return _minute_relpath(symbol, event_ts_ms // _MINUTE_MS)
+
+
+@lru_cache(maxsize=4096)
+def _minute_relpath(symbol: str, minute: int) -> Path:
+    # Cached: a batch's lines fall into a few minutes per symbol, and formatting a UTC time is
+    # most of the cost of grouping a line (~3 us).
+    name = datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%Y%m%d_%H%M")
+    return Path(EXEC_EVENTS_DIR) / symbol / f"exec_{name}.jsonl"
 
 
 def segment_relpath(base: Path, segment: int) -> Path:
@@ -82,6 +93,7 @@ def file_order(path: Path) -> tuple[str, str, int]:
     return (path.parent.name, match.group(1), int(match.group(2) or 0))
 
 
+@lru_cache(maxsize=4096)
 def minute_start_ms(path: Path) -> int:
     match = _FILE_NAME.match(path.name)
     if match is None:
@@ -126,8 +138,7 @@ class Outbox:
         # forgotten when it is drained (its next owner may be another process).
         self._open_index: dict[str, set[Path]] = {}
         self._watermarks: dict[str, int] = {}
-        # Parallel fsyncs of one publish; 8 covers a batch's typical spread of files per symbol.
-        self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbox-fsync")
+        self._dirs: set[str] = set()  # directories known to exist (made by this process)
         self._rename = Retrying(
             retry=retry_if_exception_type(PermissionError),
             stop=stop_after_attempt(_RENAME_ATTEMPTS),
@@ -144,19 +155,35 @@ class Outbox:
 
     def publish(self, lines: Iterable[OutboxLine], stream: str = DEFAULT_STREAM) -> int:
         """Adds lines (in the given order) to their minutes' open files on `stream`, then
-        publishes the minutes the stream's watermark has passed; returns how many lines were new."""
+        publishes the minutes the stream's watermark has passed; returns how many lines were new.
+
+        A minute that is due already when its first lines arrive (the batch covers more than the
+        grace period plus a minute of event time), with nothing open or published for it yet,
+        skips the open file: its lines are written, fsync'ed and renamed into `ready/` at once,
+        the same bytes and the same single rename the open file would have had, one file
+        operation round instead of two."""
         self._check_stream(stream)
         index = self._index(stream)
-        by_symbol: dict[str, dict[Path, list[OutboxLine]]] = {}
+        # Grouped by symbol and UTC minute number (ints hash and compare far cheaper than paths).
+        by_symbol: dict[str, dict[int, list[OutboxLine]]] = {}
         watermark = self._watermark(stream)
         for line in lines:
-            files = by_symbol.setdefault(line.symbol, {})
-            files.setdefault(ready_relpath(line.symbol, line.event_ts_ms), []).append(line)
-            watermark = max(watermark, line.event_ts_ms)
-        written = sum(self._merge_symbol(stream, symbol, files, index) for symbol, files in by_symbol.items())
+            files = by_symbol.get(line.symbol)
+            if files is None:
+                files = by_symbol[line.symbol] = {}
+            minute = line.event_ts_ms // _MINUTE_MS
+            batch = files.get(minute)
+            if batch is None:
+                files[minute] = [line]
+            else:
+                batch.append(line)
+            if line.event_ts_ms > watermark:
+                watermark = line.event_ts_ms
+        horizon = watermark - _MINUTE_MS - self.grace_ms  # minutes starting at or before it are due
+        written = sum(self._merge_symbol(stream, symbol, files, index, horizon) for symbol, files in by_symbol.items())
         if watermark > self._watermark(stream):
             self._set_watermark(stream, watermark)
-        self._publish_due(stream, lambda relpath: minute_start_ms(relpath) + _MINUTE_MS + self.grace_ms <= watermark)
+        self._publish_due(stream, lambda relpath: minute_start_ms(relpath) <= horizon)
         return written
 
     def drain(self, stream: str = DEFAULT_STREAM) -> int:
@@ -175,30 +202,36 @@ class Outbox:
         """Minute files not yet published (any stream)."""
         return sorted(self.open.glob(f"*/{EXEC_EVENTS_DIR}/*/*.jsonl"))
 
-    def _merge_symbol(self, stream: str, symbol: str, files: dict[Path, list[OutboxLine]], index: set[Path]) -> int:
-        """Rewrites a symbol's touched open files: all parts written, fsync'ed together, then renamed."""
+    def _merge_symbol(
+        self, stream: str, symbol: str, files: dict[int, list[OutboxLine]], index: set[Path], horizon: int
+    ) -> int:
+        """Rewrites a symbol's touched open files (or writes a due minute's file straight into
+        `ready/`): all parts written and fsync'ed together, then renamed."""
+        ready_dir = os.path.join(self.ready, EXEC_EVENTS_DIR, symbol)
+        pid = os.getpid()
         with self._symbol_lock(symbol):
-            staged: list[tuple[Path, Path]] = []
+            staged: list[tuple[str, str, bytes]] = []
             written = 0
-            for relpath, lines in files.items():
-                target = self._open_dir(stream) / relpath
-                content, fresh = self._merged_content(target, self._published_ids(relpath), lines)
+            for minute, lines in files.items():
+                relpath = _minute_relpath(symbol, minute)
+                name = relpath.name
+                ready = os.path.join(ready_dir, name)
+                if minute * _MINUTE_MS <= horizon and relpath not in index and not os.path.exists(ready):
+                    # Due, nothing open, nothing published: straight to its plain name in ready/.
+                    target = ready
+                    content, fresh = _fresh_lines(set(), lines)
+                else:
+                    open_file = self._open_dir(stream) / relpath
+                    content, fresh = self._merged_content(open_file, self._published_ids(relpath), lines)
+                    target = str(open_file)
+                    if fresh:
+                        index.add(relpath)
                 if not fresh:
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                part = self.spool / f"{symbol}.{relpath.stem}.{os.getpid()}.part"
-                with open(part, "wb") as handle:
-                    handle.write(content)
-                staged.append((part, target))
-                index.add(relpath)
+                self._make_dir(os.path.dirname(target))
+                staged.append((os.path.join(self.spool, f"{symbol}.{name}.{pid}.part"), target, content))
                 written += fresh
-            # fsync releases the GIL and the device serves several at once: one round of
-            # parallel fsyncs instead of one after another (3-5x fewer stalls on this machine).
-            list(self._fsync_pool.map(_fsync_file, [part for part, _ in staged]))
-            for part, target in staged:
-                self._rename(os.replace, part, target)
-            for directory in {target.parent for _, target in staged}:
-                _fsync_dir(directory)
+            self._write_round(staged)
             return written
 
     def _published_ids(self, relpath: Path) -> set[str]:
@@ -207,9 +240,19 @@ class Outbox:
         if not base.exists():
             return set()  # segments exist only beside a published plain file
         ids: set[str] = set()
-        for path in [base, *base.parent.glob(f"{base.stem}.*.jsonl")]:
+        for path in [base, *self._segments(relpath)]:
             ids.update(event_id_of(raw) for raw in path.read_bytes().splitlines())
         return ids
+
+    def _segments(self, relpath: Path) -> list[Path]:
+        """The published segments 1, 2, ... of a minute whose plain file is published. Segment
+        n+1 is only ever created after n (`_next_segment`, under the symbol lock), so they are
+        probed in order up to the first missing one: a stat or two, where listing the symbol's
+        directory (one file per minute) cost more per minute the longer the worker ran."""
+        found: list[Path] = []
+        while (path := self.ready / segment_relpath(relpath, len(found) + 1)).exists():
+            found.append(path)
+        return found
 
     @staticmethod
     def _merged_content(target: Path, published: set[str], lines: list[OutboxLine]) -> tuple[bytes, int]:
@@ -218,34 +261,33 @@ class Outbox:
         except FileNotFoundError:
             existing = b""
         seen = published | {event_id_of(raw) for raw in existing.splitlines()}
-        fresh: list[bytes] = []
-        for line in lines:
-            if line.event_id not in seen:
-                seen.add(line.event_id)
-                fresh.append(line.payload)
+        content, fresh = _fresh_lines(seen, lines)
         if not fresh:
             return existing, 0
-        return existing + b"\n".join(fresh) + b"\n", len(fresh)
+        return existing + content, fresh
 
     def _publish_due(self, stream: str, due: Callable[[Path], bool]) -> int:
         """Moves the stream's due open files into `ready/`, each under the minute's next free
         segment name; returns how many files were published."""
         index = self._index(stream)
+        by_symbol: dict[str, list[Path]] = {}
+        for relpath in sorted(relpath for relpath in index if due(relpath)):
+            by_symbol.setdefault(relpath.parent.name, []).append(relpath)
         published = 0
         touched: set[Path] = set()
-        for relpath in sorted(relpath for relpath in index if due(relpath)):
-            source = self._open_dir(stream) / relpath
-            symbol = relpath.parent.name
+        for symbol, relpaths in by_symbol.items():
             with self._symbol_lock(symbol):
-                if source.exists():
-                    target = self._next_segment(relpath)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    # Under the symbol lock nobody else names a segment of this minute, so the
-                    # target does not exist: a published file is created once, never replaced.
-                    self._rename(os.rename, source, target)
-                    touched.update((source.parent, target.parent))
-                    published += 1
-            index.discard(relpath)
+                for relpath in relpaths:
+                    source = self._open_dir(stream) / relpath
+                    if source.exists():
+                        target = self._next_segment(relpath)
+                        self._make_dir(target.parent)
+                        # Under the symbol lock nobody else names a segment of this minute, so the
+                        # target does not exist: a published file is created once, never replaced.
+                        self._rename(os.rename, source, target)
+                        touched.update((source.parent, target.parent))
+                        published += 1
+                    index.discard(relpath)
         for directory in touched:
             _fsync_dir(directory)
         return published
@@ -254,8 +296,39 @@ class Outbox:
         base = self.ready / relpath
         if not base.exists():
             return base
-        taken = [file_order(path)[2] for path in base.parent.glob(f"{base.stem}.*.jsonl")]
-        return self.ready / segment_relpath(relpath, max(taken, default=0) + 1)
+        return self.ready / segment_relpath(relpath, len(self._segments(relpath)) + 1)
+
+    def _write_round(self, staged: list[tuple[str, str, bytes]]) -> None:
+        """Every (part, target, content): written and fsync'ed together, renamed onto its target,
+        then the targets' directories fsync'ed. One compiled call that holds no GIL
+        (`execcore.write_files`: the writes and fsyncs run in parallel, as the device serves
+        several at once); a rename refused with PermissionError (an indexer or antivirus holding
+        a handle, on Windows) is retried here, and the rest after it."""
+        if not staged:
+            return
+        directories = sorted({os.path.dirname(target) for _, target, _ in staged})
+        if sys.platform == "win32":
+            directories = []  # directories cannot be opened for fsync on Windows (see _fsync_dir)
+        done = execcore.write_files(staged, directories, _FSYNC_THREADS)
+        if done < len(staged):
+            for part, target, _ in staged[done:]:
+                self._rename(os.replace, part, target)
+            for directory in directories:
+                _fsync_dir(directory)
+
+    def _make_dir(self, directory: str | Path) -> None:
+        """`mkdir -p`, once per directory and process (directories are never removed)."""
+        key = os.fspath(directory)
+        if key not in self._dirs:
+            os.makedirs(key, exist_ok=True)
+            self._dirs.add(key)
+
+    def _replace(self, source: str | Path, target: str | Path) -> None:
+        """`os.replace`, retried (`_rename`) only when it failed with PermissionError."""
+        try:
+            os.replace(source, target)
+        except PermissionError:
+            self._rename(os.replace, source, target)
 
     def _open_dir(self, stream: str) -> Path:
         return self.open / stream
@@ -284,7 +357,7 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = self.spool / f"WATERMARK.{stream}.{os.getpid()}.part"
         part.write_text(str(watermark))
-        self._rename(os.replace, part, path)
+        self._replace(part, path)
 
     @staticmethod
     def _check_stream(stream: str) -> None:
@@ -303,7 +376,7 @@ class Outbox:
         path = self.spool / "marks" / f"{topic}-{partition}"
         part = path.parent / f"{path.name}.{os.getpid()}.part"
         part.write_text(str(next_offset))
-        self._rename(os.replace, part, path)
+        self._replace(part, path)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -345,15 +418,21 @@ class Outbox:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _fresh_lines(seen: set[str], lines: list[OutboxLine]) -> tuple[bytes, int]:
+    """The payloads of `lines` whose event_id is not in `seen` (nor earlier in `lines`), each
+    newline-terminated, and how many they are."""
+    fresh: list[bytes] = []
+    for line in lines:
+        if line.event_id not in seen:
+            seen.add(line.event_id)
+            fresh.append(line.payload)
+    if not fresh:
+        return b"", 0
+    fresh.append(b"")
+    return b"\n".join(fresh), len(fresh) - 1
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str | Path) -> None:
     if sys.platform == "win32":
         return  # directories cannot be opened for fsync on Windows; NTFS journals the rename
     fd = os.open(directory, os.O_RDONLY)

@@ -33,12 +33,13 @@ class Accounting:
         """`round_trips`: a live venue's answer times by client order id (without retry backoff),
         the latency recorded for those orders instead of their events' `latency_ms`."""
         self.audit(switches)
+        events = events if isinstance(events, list) else list(events)  # one list for the three
         self.summary.consumed += consumed
         self.summary.transactions += 1
-        self.summary.add_events(list(events), round_trips)
+        self.summary.add_events(events, round_trips)
         self.metrics.batches.labels("committed").inc()
-        self.metrics.committed(list(events), round_trips)
-        self.order_log.committed(list(events), list(dead))
+        self.metrics.committed(events, round_trips)
+        self.order_log.committed(events, dead)
         for record in dead:
             self.summary.dlq[record.error_class] += 1
             self.metrics.dlq.labels(record.error_class).inc()

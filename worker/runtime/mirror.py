@@ -81,11 +81,17 @@ class OutboxMirror:
     async def _run(self, partition: int, publisher: _Publisher) -> None:
         while True:
             lines, next_mark = await publisher.queue.get()
+            taken = 1
+            # Every batch already waiting joins this publish: one round of file writes, fsyncs
+            # and one mark for all of them (they are consecutive, so the last mark covers them).
+            while not publisher.queue.empty():
+                more, mark = publisher.queue.get_nowait()
+                lines = lines + more
+                next_mark = mark if mark is not None else next_mark
+                taken += 1
             try:
                 if not publisher.failed:
-                    written = await asyncio.to_thread(self._outbox.publish, lines, stream_of(self._topic, partition))
-                    if next_mark is not None:
-                        await asyncio.to_thread(self._outbox.set_mark, self._topic, partition, next_mark)
+                    written = await asyncio.to_thread(self._publish, partition, lines, next_mark)
                     self._summary.outbox_lines += written
                     self._metrics.outbox_published(written)
             except Exception as exc:  # any failure pauses the publisher, none kills it
@@ -99,4 +105,12 @@ class OutboxMirror:
                     exc,
                 )
             finally:
-                publisher.queue.task_done()
+                for _ in range(taken):
+                    publisher.queue.task_done()
+
+    def _publish(self, partition: int, lines: list[OutboxLine], next_mark: int | None) -> int:
+        """In a worker thread: the lines, then the mark that says they are on disk."""
+        written = self._outbox.publish(lines, stream_of(self._topic, partition))
+        if next_mark is not None:
+            self._outbox.set_mark(self._topic, partition, next_mark)
+        return written

@@ -105,8 +105,13 @@ class OrderLog:
         self._decisions = OrderDecisions()
 
     def committed(self, events: Iterable[ExecEvent], dead: Iterable[DlqRecord] = ()) -> None:
+        # With the logger off (a bench, a replay), nothing is built per event: no sampling hash,
+        # no fields. Every event still goes through `is_decision`, which remembers intents.
+        logging_orders = self._logger.isEnabledFor(logging.INFO)
         for event in events:
             decision = self._decisions.is_decision(event)
+            if not logging_orders:
+                continue
             failed = failure(event)
             if failed or (decision and pass_sampled(event.client_order_id, self.sample_pass)):
                 self._emit(order_fields(event, failed), logging.INFO)

@@ -3,6 +3,7 @@
 mod dec;
 mod decision;
 mod engine;
+mod files;
 mod fold;
 mod history;
 mod record_batch;
@@ -761,6 +762,36 @@ fn read_record_batches<'py>(
     (read.next_offset, read.stop == Some(record_batch::Stop::Unhandled), out)
 }
 
+/// The outbox's file round (files.rs) with the GIL released: every `(part, target, content)`
+/// written and fsync'ed (`threads` at a time), renamed onto its target in order, then every
+/// directory in `directories` fsync'ed. Returns how many were renamed: all of them, or fewer when
+/// a rename failed with PermissionError (the caller retries that one and the rest; directories
+/// are then not synced). Any other failure raises OSError.
+#[pyfunction]
+fn write_files(
+    py: Python<'_>,
+    files: Vec<(String, String, Bound<'_, PyBytes>)>,
+    directories: Vec<String>,
+    threads: usize,
+) -> PyResult<usize> {
+    let staged: Vec<files::Staged> = files
+        .into_iter()
+        .map(|(part, target, content)| files::Staged { part, target, content: content.as_bytes().to_vec() })
+        .collect();
+    let outcome = py.detach(|| -> std::io::Result<usize> {
+        files::write_all_synced(&staged, threads)?;
+        match files::rename_all(&staged) {
+            (done, Some(error)) if error.kind() == std::io::ErrorKind::PermissionDenied => Ok(done),
+            (_, Some(error)) => Err(error),
+            (done, None) => {
+                files::sync_directories(&directories)?;
+                Ok(done)
+            }
+        }
+    });
+    outcome.map_err(PyErr::from)
+}
+
 #[pymodule]
 fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DecisionDecoder>()?;
@@ -775,5 +806,6 @@ fn execcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(slippage_bps, m)?)?;
     m.add_function(wrap_pyfunction!(encode_exec_event, m)?)?;
     m.add_function(wrap_pyfunction!(read_record_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(write_files, m)?)?;
     Ok(())
 }
