@@ -116,8 +116,8 @@ async def test_records_fetched_behind_an_aborted_transaction_are_read_again_in_o
     queued_behind = asyncio.Event()
     real_put = Lane.put
 
-    async def put(self: Lane, batch: Any) -> None:
-        await real_put(self, batch)
+    def put(self: Lane, batch: Any) -> None:
+        real_put(self, batch)
         if self.working and self.queued:
             queued_behind.set()
 
@@ -176,8 +176,8 @@ async def test_an_abort_inside_a_poll_window_loses_and_repeats_nothing(
 
     real_dispatch = Lanes.dispatch
 
-    async def dispatch(self: Lanes, gathered: Gathered) -> None:
-        await real_dispatch(self, gathered)
+    def dispatch(self: Lanes, gathered: Gathered) -> None:
+        real_dispatch(self, gathered)
         if aborted:
             window_dispatched.set()
 

@@ -6,6 +6,11 @@ answer exchangeInfo at start got one try ("filters could not be loaded"). And wh
 was retried, the fetcher served the partitions' records to a loop that had no owner for them:
 skipped, position advanced. Both tests fail on the code before the fix (commit 190579f): exit 3
 at once; `TakeoverFailed` after the third try (and 0 of 10 decisions consumed after four).
+
+And a worker run `until_drained` called itself drained while a takeover was still settling its
+orders with the venue (found by the small chaos run: the final worker stopped right after the
+takeover's reconcile had resent orders, which were left unresolved). The last test fails on the
+code before the fix (2a6b752): `_drained` answers True while the takeover is held.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from tests.broker.test_venue_takeover import Worker, sandbox_args
 from tests.factories import decision_dict
 from worker.io.kafka import KafkaConfig
 from worker.runtime import partition as worker_module
+from worker.runtime.partition import Partitions
+from worker.runtime.worker import ExecWorker
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.limits import Limits
 from worker.sandbox.matching import DEFAULT_SYMBOLS, Market
@@ -95,3 +102,43 @@ async def test_a_worker_started_before_its_venue_waits_for_it(
         worker.kill()
         if runner is not None:
             await runner.cleanup()
+
+
+async def test_a_worker_is_not_drained_while_a_takeover_is_settling(
+    kafka: KafkaConfig, topics: TestTopics, tmp_path: Path, monkeypatch: Any
+) -> None:
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    await produce(kafka, topics.name("decisions"), keyed([decision_dict(signal_row_id="before")]))
+    first = make_worker(kafka, topics, tmp_path / "outbox", group=group)
+    await asyncio.wait_for(first.run(), 60)  # consumed and committed: nothing is left to read
+
+    settling, settle = asyncio.Event(), asyncio.Event()
+    answers_while_settling: list[bool] = []
+    asked_while_settling = asyncio.Event()
+    real_settle, real_drained = Partitions._settle, ExecWorker._drained
+
+    async def held_settle(self: Partitions, owner: Any, state: Any) -> None:
+        if not settling.is_set():
+            settling.set()  # the first partition's takeover is held here, mid-settle
+            await settle.wait()
+        await real_settle(self, owner, state)
+
+    async def drained(self: ExecWorker, consumer: Any) -> bool:
+        answer = await real_drained(self, consumer)
+        if settling.is_set() and not settle.is_set():
+            answers_while_settling.append(answer)
+            asked_while_settling.set()
+        return answer
+
+    monkeypatch.setattr(Partitions, "_settle", held_settle)
+    monkeypatch.setattr(ExecWorker, "_drained", drained)
+    second = make_worker(kafka, topics, tmp_path / "outbox", group=group)
+    run = asyncio.create_task(second.run())
+    try:
+        await asyncio.wait_for(settling.wait(), 60)
+        await asyncio.wait_for(asked_while_settling.wait(), 60)
+        assert answers_while_settling and not any(answers_while_settling)
+        assert not run.done()
+    finally:
+        settle.set()
+    await asyncio.wait_for(run, 60)

@@ -46,7 +46,7 @@ def fetched(who: PartitionOwner, *offsets: int) -> Gathered:
 
 
 class Recorder:
-    """The lanes' `process`: records what each call got; can be held or made to fail."""
+    """The lanes' `process`: records what each call got; partition 0 can be held, any made to fail."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, list[int]]] = []
@@ -55,6 +55,7 @@ class Recorder:
         self.started = asyncio.Event()
         self.fail = False
         self.stopped = 0
+        self.flow = Flow()
         self._changed = asyncio.Condition()
 
     async def processed(self, count: int) -> None:
@@ -62,8 +63,9 @@ class Recorder:
             await self._changed.wait_for(lambda: len(self.calls) >= count)
 
     async def process(self, who: PartitionOwner, batch: Records) -> None:
-        self.started.set()
-        await self.gate.wait()
+        if who.partition == 0:  # the gate holds partition 0 only
+            self.started.set()
+            await self.gate.wait()
         if self.fail:
             raise RuntimeError("a bug in the batch step")
         async with self._changed:
@@ -74,17 +76,30 @@ class Recorder:
         self.stopped += 1
 
     def lanes(self) -> Lanes:
-        return Lanes(self.process, self.stop)
+        return Lanes(self.process, self.stop, self.flow)
+
+
+class Flow:
+    """The partitions' fetching as a lane pauses and resumes it."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+
+    def hold(self, owner: PartitionOwner) -> None:
+        self.log.append(("hold", owner.partition))
+
+    def unhold(self, owner: PartitionOwner) -> None:
+        self.log.append(("unhold", owner.partition))
 
 
 async def test_batches_queued_behind_one_in_flight_are_merged_in_fetch_order() -> None:
     rec = Recorder()
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch(fetched(who, 0, 1))
+    lanes.dispatch(fetched(who, 0, 1))
     await rec.started.wait()
-    await lanes.dispatch(fetched(who, 2))
-    await lanes.dispatch(fetched(who, 3, 4))
+    lanes.dispatch(fetched(who, 2))
+    lanes.dispatch(fetched(who, 3, 4))
     rec.gate.set()
     await rec.processed(2)
     assert rec.calls == [(0, [0, 1]), (0, [2, 3, 4])]
@@ -95,11 +110,11 @@ async def test_batches_fetched_before_a_rewind_are_dropped_those_after_are_kept(
     rec = Recorder()
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch(fetched(who, 0))
+    lanes.dispatch(fetched(who, 0))
     await rec.started.wait()
-    await lanes.dispatch(fetched(who, 1))  # fetched before the rewind
+    lanes.dispatch(fetched(who, 1))  # fetched before the rewind
     who.epoch += 1  # what Partitions.rewind does, together with the seeks
-    await lanes.dispatch(fetched(who, 0, 1))  # read again after it
+    lanes.dispatch(fetched(who, 0, 1))  # read again after it
     rec.gate.set()
     await rec.processed(2)
     assert rec.calls == [(0, [0]), (0, [0, 1])]
@@ -111,12 +126,12 @@ async def test_a_released_owners_batches_are_never_processed_nor_handed_to_the_n
     rec = Recorder()
     lanes, old = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch(fetched(old, 0))
+    lanes.dispatch(fetched(old, 0))
     await rec.started.wait()
-    await lanes.dispatch(fetched(old, 1))
+    lanes.dispatch(fetched(old, 1))
     old.released = True
     new = owner()
-    await lanes.dispatch(fetched(new, 1))  # the new owner's own fetch
+    lanes.dispatch(fetched(new, 1))  # the new owner's own fetch
     rec.gate.set()
     await rec.processed(2)
     await lanes.close()
@@ -125,25 +140,39 @@ async def test_a_released_owners_batches_are_never_processed_nor_handed_to_the_n
     assert sorted(rec.calls) == [(0, [0]), (0, [1])]
 
 
-async def test_a_full_lane_makes_the_loop_wait_and_a_free_one_lets_it_go_on() -> None:
+async def test_a_full_lane_pauses_its_partition_not_the_loop_and_resumes_it_when_it_takes_them() -> None:
     rec = Recorder()
     lanes, slow, fast = rec.lanes(), owner(0), owner(1)
     rec.gate.clear()
-    await lanes.dispatch(fetched(slow, 0))
+    lanes.dispatch(fetched(slow, 0))
     await rec.started.wait()
     for offset in range(1, LANE_DEPTH + 1):
-        await lanes.dispatch(fetched(slow, offset))
-    blocked = asyncio.create_task(lanes.dispatch(fetched(slow, LANE_DEPTH + 1)))
-    await asyncio.sleep(0)
-    assert not blocked.done()
+        lanes.dispatch(fetched(slow, offset))  # never waits
+    assert rec.flow.log == [("hold", 0)]  # paused at LANE_DEPTH batches queued, once
+    lanes.dispatch(fetched(fast, 0))  # the other partitions go on meanwhile
+    await rec.processed(1)
+    assert rec.calls == [(1, [0])]
     rec.gate.set()
-    await blocked
-    await lanes.dispatch(fetched(fast, 0))
-    await rec.processed(4)
+    await rec.processed(3)
+    assert rec.flow.log == [("hold", 0), ("unhold", 0)]
     offsets = [o for p, os in rec.calls if p == 0 for o in os]
-    assert offsets == list(range(LANE_DEPTH + 2))
-    assert (1, [0]) in rec.calls
+    assert offsets == list(range(LANE_DEPTH + 1))
     await lanes.close()
+
+
+async def test_a_released_owners_full_lane_leaves_the_partition_to_its_next_owner() -> None:
+    rec = Recorder()
+    lanes, who = rec.lanes(), owner()
+    rec.gate.clear()
+    lanes.dispatch(fetched(who, 0))
+    await rec.started.wait()
+    for offset in range(1, LANE_DEPTH + 1):
+        lanes.dispatch(fetched(who, offset))
+    who.released = True  # revoked: the takeover of its next owner pauses and resumes it
+    rec.gate.set()
+    await rec.processed(1)
+    await lanes.close()
+    assert rec.flow.log == [("hold", 0)] and rec.calls == [(0, [0])]
 
 
 async def test_a_failing_batch_stops_the_worker_and_never_blocks_the_loop() -> None:
@@ -151,12 +180,12 @@ async def test_a_failing_batch_stops_the_worker_and_never_blocks_the_loop() -> N
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
     rec.fail = True
-    await lanes.dispatch(fetched(who, 0))
+    lanes.dispatch(fetched(who, 0))
     await rec.started.wait()
     for offset in range(1, LANE_DEPTH + 1):
-        await lanes.dispatch(fetched(who, offset))
+        lanes.dispatch(fetched(who, offset))
     rec.gate.set()
-    await lanes.dispatch(fetched(who, 99))  # a full queue of a dead lane must not hang
+    lanes.dispatch(fetched(who, 99))  # a full queue of a dead lane must not hang
     await lanes.close()
     assert isinstance(lanes.failure, RuntimeError) and rec.stopped == 1 and rec.calls == []
     # Its staged state is rolled back and nothing more runs on the partition (no reconcile).
@@ -191,7 +220,7 @@ async def test_a_chore_runs_in_the_lane_between_batches_without_the_loop_waiting
     rec = Recorder()
     lanes, who = rec.lanes(), owner()
     rec.gate.clear()
-    await lanes.dispatch(fetched(who, 0))
+    lanes.dispatch(fetched(who, 0))
     await rec.started.wait()
     ran: list[int] = []
 
@@ -201,7 +230,7 @@ async def test_a_chore_runs_in_the_lane_between_batches_without_the_loop_waiting
 
     lanes.request(who, reconcile)  # returns at once: the batch in flight is not waited for
     lanes.request(who, reconcile)  # asked twice before it ran: runs once
-    await lanes.dispatch(fetched(who, 1))
+    lanes.dispatch(fetched(who, 1))
     assert ran == []
     rec.gate.set()
     await rec.processed(2)

@@ -4,7 +4,9 @@ Why: a loop that waits for every partition's commit before its next poll makes a
 arrives during a commit wait for the slowest partition's transaction, then for its own. A lane
 runs one partition's batches one transaction at a time, in offset order, while the loop keeps
 fetching for every partition; batches that queued up during a transaction are merged into the
-next one, so load makes transactions larger, not queues longer.
+next one, so load makes transactions larger, not queues longer. The loop never waits for a lane:
+a lane holding `LANE_DEPTH` batches (a slow venue, a stalled commit) has its partition's fetching
+paused until it takes them, and the other partitions go on.
 
 Order and exactly-once: one lane per owner, one transaction at a time, under the owner's `busy`
 lock (which release also takes; the timed reconcile runs in the lane, between batches). Records
@@ -21,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -33,9 +35,18 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 Records: TypeAlias = dict[TopicPartition, list[Record]]
 
-# Batches a lane may hold before the poll loop waits for it: enough to keep a transaction's worth
-# queued behind the one in flight, few enough that a revoke or a rewind drops little.
+# Batches a lane may hold before its partition's fetching is paused: enough to keep a
+# transaction's worth queued behind the one in flight, few enough that a revoke or a rewind
+# drops little.
 LANE_DEPTH = 4
+
+
+class Flow(Protocol):
+    """Pauses and resumes the fetching of an owner's inputs (runtime/partition.py)."""
+
+    def hold(self, owner: PartitionOwner) -> None: ...
+
+    def unhold(self, owner: PartitionOwner) -> None: ...
 
 
 Chore: TypeAlias = Callable[[PartitionOwner], Awaitable[object]]
@@ -104,14 +115,15 @@ class Lane:
         owner: PartitionOwner,
         process: Callable[[PartitionOwner, Records], Awaitable[None]],
         on_error: Callable[[BaseException], None],
+        flow: Flow,
     ) -> None:
         self.owner = owner
         self._process = process
         self._on_error = on_error
+        self._flow = flow
         self._queue: deque[Batch] = deque()
         self._queued = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._held = False  # its partition's fetching paused: the lane is full
         self._chore: Chore | None = None
         self._working = False
         self._closed = False
@@ -135,21 +147,25 @@ class Lane:
     def working(self) -> bool:
         return self._working
 
-    async def put(self, batch: Batch) -> None:
-        """Queues a batch; waits while the lane holds `LANE_DEPTH` batches."""
-        while len(self._queue) >= LANE_DEPTH and not self._closed:
-            self._room.clear()
-            await self._room.wait()
-        if not self._closed:
-            self._queue.append(batch)
-            self._queued.set()
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def put(self, batch: Batch) -> None:
+        """Queues a batch; at `LANE_DEPTH` batches the partition's fetching is paused."""
+        if self._closed:
+            return
+        self._queue.append(batch)
+        self._queued.set()
+        if len(self._queue) >= LANE_DEPTH and not self._held:
+            self._flow.hold(self.owner)
+            self._held = True
 
     def close(self) -> None:
         """Drops what is queued; the batch in flight finishes, then the task ends."""
         self._closed = True
         self._queue.clear()
         self._queued.set()
-        self._room.set()
 
     async def _run(self) -> None:
         owner = self.owner
@@ -161,7 +177,11 @@ class Lane:
             self._queue.clear()
             self._chore = None
             self._queued.clear()
-            self._room.set()
+            if self._held and not owner.released:
+                # Room again: fetch the next batches while this one commits. (A released
+                # owner's partition is not ours to resume: its next owner's takeover is.)
+                self._flow.unhold(owner)
+            self._held = False
             self._working = True
             try:
                 async with owner.busy:
@@ -177,7 +197,7 @@ class Lane:
                 # runs on the partition; the worker stops (a supervisor restarts it).
                 owner.table.rollback()
                 owner.released = True
-                self.close()  # a loop waiting to queue more must not wait for a dead lane
+                self.close()
                 self._on_error(exc)
                 return
             finally:
@@ -188,10 +208,14 @@ class Lanes:
     """The lanes of the owned partitions, and the first failure of any of them."""
 
     def __init__(
-        self, process: Callable[[PartitionOwner, Records], Awaitable[None]], on_error: Callable[[], None]
+        self,
+        process: Callable[[PartitionOwner, Records], Awaitable[None]],
+        on_error: Callable[[], None],
+        flow: Flow,
     ) -> None:
         self._process = process
         self._on_error = on_error
+        self._flow = flow
         self._lanes: dict[int, Lane] = {}
         self._retired: list[Lane] = []
         self.failure: BaseException | None = None
@@ -204,11 +228,12 @@ class Lanes:
     def idle(self) -> bool:
         return all(lane.idle() for lane in self._lanes.values())
 
-    async def dispatch(self, gathered: Gathered) -> None:
-        """Hands each partition's records to its owner's lane (as stamped when fetched)."""
+    def dispatch(self, gathered: Gathered) -> None:
+        """Hands each partition's records to its owner's lane (as stamped when fetched); never
+        waits: a full lane pauses its own partition's fetching instead."""
         self._retire_released()
         for batch in gathered.batches():
-            await self._lane(batch.owner).put(batch)
+            self._lane(batch.owner).put(batch)
 
     def request(self, owner: PartitionOwner, chore: Chore) -> None:
         """`chore(owner)` in the owner's lane, between its batches (a lane for it if none)."""
@@ -220,7 +245,7 @@ class Lanes:
         if lane is None or lane.owner is not owner:
             if lane is not None:
                 self._retire(lane)
-            lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed)
+            lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed, self._flow)
         return lane
 
     def _retire_released(self) -> None:

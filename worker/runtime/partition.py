@@ -228,6 +228,33 @@ class Partitions:
         self.owners.pop(owner.partition, None)
         await owner.producer.stop()
 
+    def settled(self, assignment: set[TopicPartition]) -> bool:
+        """Every assigned partition has an owner and none is in the middle of something (a
+        takeover holds the new owner's `busy` lock until its orders are settled)."""
+        owners = self.owners
+        return all((owner := owners.get(tp.partition)) is not None and not owner.busy.locked() for tp in assignment)
+
+    def hold(self, owner: PartitionOwner) -> None:
+        """Pauses fetching the owner's inputs (its lane is full); records already fetched and not
+        handed out are dropped by aiokafka and fetched again from the position after `unhold`."""
+        self._flow(owner, pause=True)
+
+    def unhold(self, owner: PartitionOwner) -> None:
+        self._flow(owner, pause=False)
+
+    def _flow(self, owner: PartitionOwner, pause: bool) -> None:
+        consumer = self.consumer
+        if consumer is None or self.owners.get(owner.partition) is not owner:
+            return  # not ours any more: a takeover pauses and resumes it on its own
+        for tp in (TopicPartition(topic, owner.partition) for topic in self.input_topics):
+            try:
+                if pause:
+                    consumer.pause(tp)
+                else:
+                    consumer.resume(tp)
+            except IllegalStateError:
+                log.info("partition %s revoked meanwhile; its fetching is not ours to change", tp)
+
     def rewind(self, owner: PartitionOwner) -> None:
         """After an aborted transaction: staged state dropped, every input of the partition back
         to the offset we last committed, so that the batch, and whatever was fetched after it, is

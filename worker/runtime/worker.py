@@ -94,7 +94,7 @@ class ExecWorker:
             settings, self.kafka, self.input_topics, history, engine.policy, self.reconcile, self.request_stop
         )
         self.startup = Startup(settings, self.kafka, topics, self.input_topics, engine, self.control, outbox)
-        self.lanes = Lanes(self._process_partition, self.request_stop)
+        self.lanes = Lanes(self._process_partition, self.request_stop, self.partitions)
         self._stop = asyncio.Event()
         self._last_reconcile = 0.0
         self._last_lag_report = 0.0
@@ -111,7 +111,7 @@ class ExecWorker:
             while not self._stop.is_set():
                 gathered = await self._poll(consumer)
                 if gathered.count:
-                    await self.lanes.dispatch(gathered)
+                    self.lanes.dispatch(gathered)
                 self._maybe_reconcile()
                 await self._maybe_report_lag(consumer)
                 if not gathered.count and self.settings.until_drained and await self._drained(consumer):
@@ -195,7 +195,11 @@ class ExecWorker:
             # A rebalance revoked a partition between the awaits (it killed a worker in the
             # chaos run): not drained; the next call sees the new assignment.
             return False
-        return behind == 0 and self.lanes.idle() and self.in_flight() == 0
+        # A takeover in flight (its owner not there yet, or settling its orders with the venue,
+        # which can resend) is not drained: the chaos run once stopped mid-takeover, leaving the
+        # resends it had just made unresolved.
+        settled = self.partitions.settled(consumer.assignment())
+        return behind == 0 and settled and self.lanes.idle() and self.in_flight() == 0
 
     # -- the hot path ---------------------------------------------------------------------------
 
