@@ -56,6 +56,7 @@ class Recorder:
         self.fail = False
         self.stopped = 0
         self.flow = Flow()
+        self.limit = 500
         self._changed = asyncio.Condition()
 
     async def processed(self, count: int) -> None:
@@ -76,7 +77,7 @@ class Recorder:
         self.stopped += 1
 
     def lanes(self) -> Lanes:
-        return Lanes(self.process, self.stop, self.flow)
+        return Lanes(self.process, self.stop, self.flow, limit=self.limit)
 
 
 class Flow:
@@ -235,4 +236,22 @@ async def test_a_chore_runs_in_the_lane_between_batches_without_the_loop_waiting
     rec.gate.set()
     await rec.processed(2)
     assert ran == [1] and lanes.idle()
+    await lanes.close()
+
+
+async def test_a_transaction_takes_at_most_max_batch_records_and_leaves_the_rest_queued() -> None:
+    rec = Recorder()
+    rec.limit = 3
+    lanes, who = rec.lanes(), owner()
+    rec.gate.clear()
+    lanes.dispatch(fetched(who, 0))
+    await rec.started.wait()
+    lanes.dispatch(fetched(who, 1, 2))
+    lanes.dispatch(fetched(who, 3))
+    lanes.dispatch(fetched(who, 4, 5))
+    rec.gate.set()
+    await rec.processed(3)
+    # 2 + 1 fit in one transaction of 3; the next poll's 2 wait for the one after.
+    assert rec.calls == [(0, [0]), (0, [1, 2, 3]), (0, [4, 5])]
+    assert lanes.idle()
     await lanes.close()

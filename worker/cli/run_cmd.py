@@ -119,7 +119,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--max-batch",
         type=int,
         default=500,
-        help="records per poll (a partition merges the polls queued behind its transaction)",
+        help="records per poll and per transaction (a partition merges the polls queued behind its transaction)",
     )
     run.add_argument("--poll-timeout-ms", type=int, default=100, help="max wait for input per poll")
     run.add_argument(

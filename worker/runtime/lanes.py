@@ -4,9 +4,9 @@ Why: a loop that waits for every partition's commit before its next poll makes a
 arrives during a commit wait for the slowest partition's transaction, then for its own. A lane
 runs one partition's batches one transaction at a time, in offset order, while the loop keeps
 fetching for every partition; batches that queued up during a transaction are merged into the
-next one, so load makes transactions larger, not queues longer. The loop never waits for a lane:
-a lane holding `LANE_DEPTH` batches (a slow venue, a stalled commit) has its partition's fetching
-paused until it takes them, and the other partitions go on.
+next one (up to `max_batch` records), so load makes transactions larger, not queues longer. The
+loop never waits for a lane: a lane holding `LANE_DEPTH` batches (a slow venue, a stalled
+commit) has its partition's fetching paused until it takes them, and the other partitions go on.
 
 Order and exactly-once: one lane per owner, one transaction at a time, under the owner's `busy`
 lock (which release also takes; the timed reconcile runs in the lane, between batches). Records
@@ -116,11 +116,13 @@ class Lane:
         process: Callable[[PartitionOwner, Records], Awaitable[None]],
         on_error: Callable[[BaseException], None],
         flow: Flow,
+        limit: int,
     ) -> None:
         self.owner = owner
         self._process = process
         self._on_error = on_error
         self._flow = flow
+        self._limit = limit  # records per transaction (`max_batch`)
         self._queue: deque[Batch] = deque()
         self._queued = asyncio.Event()
         self._held = False  # its partition's fetching paused: the lane is full
@@ -167,21 +169,35 @@ class Lane:
         self._queue.clear()
         self._queued.set()
 
+    def _take(self) -> list[Batch]:
+        """The next transaction's batches: the oldest queued, up to `limit` records (at least one
+        batch), so a transaction, and a venue burst, stays as large as a poll at most."""
+        taken: list[Batch] = []
+        count = 0
+        while self._queue:
+            size = sum(len(records) for records in self._queue[0].records.values())
+            if taken and count + size > self._limit:
+                break
+            taken.append(self._queue.popleft())
+            count += size
+        return taken
+
     async def _run(self) -> None:
         owner = self.owner
         while True:
             await self._queued.wait()
             if self._closed:
                 return
-            batches, chore = list(self._queue), self._chore
-            self._queue.clear()
+            batches, chore = self._take(), self._chore
             self._chore = None
-            self._queued.clear()
-            if self._held and not owner.released:
-                # Room again: fetch the next batches while this one commits. (A released
-                # owner's partition is not ours to resume: its next owner's takeover is.)
-                self._flow.unhold(owner)
-            self._held = False
+            if not self._queue:
+                self._queued.clear()
+            if self._held and len(self._queue) < LANE_DEPTH:
+                if not owner.released:
+                    # Room again: fetch the next batches while this one commits. (A released
+                    # owner's partition is not ours to resume: its next owner's takeover is.)
+                    self._flow.unhold(owner)
+                self._held = False
             self._working = True
             try:
                 async with owner.busy:
@@ -212,10 +228,12 @@ class Lanes:
         process: Callable[[PartitionOwner, Records], Awaitable[None]],
         on_error: Callable[[], None],
         flow: Flow,
+        limit: int,
     ) -> None:
         self._process = process
         self._on_error = on_error
         self._flow = flow
+        self._limit = limit
         self._lanes: dict[int, Lane] = {}
         self._retired: list[Lane] = []
         self.failure: BaseException | None = None
@@ -245,7 +263,7 @@ class Lanes:
         if lane is None or lane.owner is not owner:
             if lane is not None:
                 self._retire(lane)
-            lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed, self._flow)
+            lane = self._lanes[owner.partition] = Lane(owner, self._process, self._failed, self._flow, self._limit)
         return lane
 
     def _retire_released(self) -> None:

@@ -94,7 +94,7 @@ class ExecWorker:
             settings, self.kafka, self.input_topics, history, engine.policy, self.reconcile, self.request_stop
         )
         self.startup = Startup(settings, self.kafka, topics, self.input_topics, engine, self.control, outbox)
-        self.lanes = Lanes(self._process_partition, self.request_stop, self.partitions)
+        self.lanes = Lanes(self._process_partition, self.request_stop, self.partitions, settings.max_batch)
         self._stop = asyncio.Event()
         self._last_reconcile = 0.0
         self._last_lag_report = 0.0
