@@ -58,6 +58,9 @@ class Batch:
     epoch: int
     records: Records
 
+    def size(self) -> int:
+        return sum(len(records) for records in self.records.values())
+
 
 class Gathered:
     """One poll window's records per partition, stamped with the owner and epoch current when
@@ -77,7 +80,7 @@ class Gathered:
             held = self._parts.get(tp.partition)
             if held is None or held.owner is not owner or held.epoch != owner.epoch:
                 if held is not None:
-                    self.count -= sum(len(rs) for rs in held.records.values())
+                    self.count -= held.size()
                 held = self._parts[tp.partition] = Batch(owner, owner.epoch, {})
             held.records.setdefault(tp, []).extend(records)
             self.count += len(records)
@@ -175,7 +178,7 @@ class Lane:
         taken: list[Batch] = []
         count = 0
         while self._queue:
-            size = sum(len(records) for records in self._queue[0].records.values())
+            size = self._queue[0].size()
             if taken and count + size > self._limit:
                 break
             taken.append(self._queue.popleft())
